@@ -1,0 +1,187 @@
+"""One node's multi-version store: version chains, prepared locks, snapshot reads, garbage collection.
+
+Every committed write adds a :class:`Version` to its key's chain, stamped with the writer's commit
+timestamp; nothing is overwritten in place. A reader with snapshot ``ts`` sees the newest version
+with ``commit_ts <= ts``, so readers never block writers and never see half a transaction.
+
+The one place a reader must wait: a key locked by a *prepared* transaction whose commit timestamp
+is not known yet. If that transaction started before the reader's snapshot, it may still commit
+below it, so the reader cannot know which version is the right one until the outcome arrives.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(slots=True)
+class Version:
+    commit_ts: int
+    value: Any
+    writer: str
+    deleted: bool = False
+
+
+@dataclass(slots=True)
+class Lock:
+    """A prepared transaction's claim on a key, held from PREPARE until COMMIT/ABORT."""
+
+    tx: str
+    start_ts: int
+    mode: str = "write"  # "write" (exclusive) or "read" (serializable read validation)
+
+
+@dataclass(slots=True)
+class Conflict:
+    """Why a transaction cannot prepare: which key, which other transaction, and how."""
+
+    key: str
+    other: str
+    how: str  # "committed" (a newer version exists), "locked", "read-locked", "stale-read"
+    other_ts: int | None = None
+
+    def __str__(self) -> str:
+        if self.how == "committed":
+            return (f"write-write conflict on key {self.key!r}: {self.other} committed a newer "
+                    f"version at ts {self.other_ts} (first committer wins)")
+        if self.how == "locked":
+            return f"key {self.key!r} is locked by prepared transaction {self.other}"
+        if self.how == "read-locked":
+            return (f"key {self.key!r} was read by prepared serializable transaction "
+                    f"{self.other}; writing it now could break serializability")
+        return (f"read of {self.key!r} is stale: {self.other} committed a newer version at ts "
+                f"{self.other_ts} after this transaction's snapshot (serializable validation)")
+
+
+class Store:
+    """Version chains and locks of one node. Pure data structure: no I/O, no clock."""
+
+    def __init__(self) -> None:
+        self.chains: dict[str, list[Version]] = {}
+        self._ts_index: dict[str, list[int]] = {}  # commit timestamps per key, for bisect
+        self.write_locks: dict[str, Lock] = {}
+        self.read_locks: dict[str, dict[str, Lock]] = {}
+        self.watermark = 0  # versions below it, except the newest, have been collected
+
+    # -- reads ---------------------------------------------------------------------------
+    def visible(self, key: str, ts: int) -> Version | None:
+        """The version a snapshot at ``ts`` sees (tombstones included), ignoring locks."""
+        stamps = self._ts_index.get(key)
+        if not stamps:
+            return None
+        i = bisect_right(stamps, ts)
+        return self.chains[key][i - 1] if i else None
+
+    def blocker(self, key: str, ts: int, tx: str | None = None) -> Lock | None:
+        """The prepared write a read at ``ts`` must wait for, if any."""
+        lock = self.write_locks.get(key)
+        if lock is not None and lock.tx != tx and lock.start_ts < ts:
+            return lock
+        return None
+
+    def latest(self, key: str) -> Version | None:
+        chain = self.chains.get(key)
+        return chain[-1] if chain else None
+
+    # -- prepare / commit ----------------------------------------------------------------
+    def conflicts(self, tx: str, start_ts: int, writes: list[str], reads: list[str] = (),
+                  check_committed: bool = True) -> list[Conflict]:
+        """First-committer-wins (and, for serializable, read validation) checks at PREPARE.
+
+        ``check_committed=False`` (read committed) skips first-committer-wins: a later writer
+        simply overwrites, as PostgreSQL does at that level. Locks always conflict (no waiting).
+        """
+        found: list[Conflict] = []
+        for key in writes:
+            v = self.latest(key)
+            if check_committed and v is not None and v.commit_ts > start_ts and v.writer != tx:
+                found.append(Conflict(key, v.writer, "committed", v.commit_ts))
+                continue
+            lock = self.write_locks.get(key)
+            if lock is not None and lock.tx != tx:
+                found.append(Conflict(key, lock.tx, "locked"))
+                continue
+            readers = [t for t in self.read_locks.get(key, {}) if t != tx]
+            if readers:
+                found.append(Conflict(key, sorted(readers)[0], "read-locked"))
+        for key in reads:
+            v = self.latest(key)
+            if v is not None and v.commit_ts > start_ts and v.writer != tx:
+                found.append(Conflict(key, v.writer, "stale-read", v.commit_ts))
+                continue
+            lock = self.write_locks.get(key)
+            if lock is not None and lock.tx != tx:
+                found.append(Conflict(key, lock.tx, "locked"))
+        return found
+
+    def lock(self, tx: str, start_ts: int, writes: list[str], reads: list[str] = ()) -> None:
+        for key in writes:
+            self.write_locks[key] = Lock(tx, start_ts)
+        for key in reads:
+            self.read_locks.setdefault(key, {})[tx] = Lock(tx, start_ts, "read")
+
+    def unlock(self, tx: str, writes: list[str], reads: list[str] = ()) -> None:
+        for key in writes:
+            lock = self.write_locks.get(key)
+            if lock is not None and lock.tx == tx:
+                del self.write_locks[key]
+        for key in reads:
+            holders = self.read_locks.get(key)
+            if holders is not None:
+                holders.pop(tx, None)
+                if not holders:
+                    del self.read_locks[key]
+
+    def apply(self, tx: str, commit_ts: int, writes: dict[str, tuple[Any, bool]]) -> None:
+        """Install a committed transaction's writes as new versions (idempotent on replay)."""
+        for key, (value, deleted) in writes.items():
+            chain = self.chains.setdefault(key, [])
+            stamps = self._ts_index.setdefault(key, [])
+            if stamps and stamps[-1] >= commit_ts:
+                if any(v.writer == tx for v in chain):
+                    continue  # already applied (replay of a checkpointed commit)
+                i = bisect_right(stamps, commit_ts)
+                chain.insert(i, Version(commit_ts, value, tx, deleted))
+                stamps.insert(i, commit_ts)
+            else:
+                chain.append(Version(commit_ts, value, tx, deleted))
+                stamps.append(commit_ts)
+
+    # -- garbage collection ---------------------------------------------------------------
+    def gc(self, watermark: int) -> int:
+        """Drop versions no snapshot at or above ``watermark`` can see; return how many."""
+        if watermark <= self.watermark:
+            return 0
+        self.watermark = watermark
+        removed = 0
+        for key in list(self.chains):
+            stamps = self._ts_index[key]
+            i = bisect_right(stamps, watermark)  # chain[i-1] is what the oldest snapshot sees
+            chain = self.chains[key]
+            drop = i - 1
+            if i and i == len(chain) and chain[-1].deleted:
+                drop = i  # a tombstone nobody can read past: the key is gone entirely
+            if drop <= 0:
+                continue
+            removed += drop
+            del chain[:drop]
+            del stamps[:drop]
+            if not chain:
+                del self.chains[key]
+                del self._ts_index[key]
+        return removed
+
+    # -- inspection and checkpoints ------------------------------------------------------
+    def version_count(self) -> int:
+        return sum(len(c) for c in self.chains.values())
+
+    def dump(self) -> dict[str, list[list[Any]]]:
+        return {k: [[v.commit_ts, v.value, v.writer, v.deleted] for v in chain]
+                for k, chain in self.chains.items()}
+
+    def load(self, data: dict[str, list[list[Any]]]) -> None:
+        for key, rows in data.items():
+            self.chains[key] = [Version(ts, val, w, bool(d)) for ts, val, w, d in rows]
+            self._ts_index[key] = [row[0] for row in rows]

@@ -1,0 +1,462 @@
+"""One node as a pure state machine: ``handle(input) -> Outputs``.
+
+A node plays three roles: it runs its clients' transactions (buffering their writes and serving
+their reads), it coordinates their commits, and it participates in everyone's commits for the keys
+it stores. It never touches the network, the disk or a clock: the same inputs give the same
+outputs, which is what lets the cluster replay, step and explore it.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from kvlab.effects import Outputs
+from kvlab.errors import ProtocolError, TransactionClosed, TransactionNotFound
+from kvlab.messages import (ABORT, ACK, COMMIT, PREPARE, READ, READ_REPLY, STATUS, TS_REPLY,
+                            TS_REQUEST, TSO, VOTE_NO, VOTE_YES, Message)
+from kvlab.mvcc import Store
+from kvlab.twopc import (ABORTED, ACTIVE, AWAIT_TS, COMMITTED, COMMITTING, PREPARING, Coordinator,
+                         CoordTx, Participant, Timing)
+
+ISOLATION_LEVELS = ("read_committed", "snapshot", "serializable")
+PLACEMENTS = ("all", "partitioned")
+
+
+# -- inputs -------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Begin:
+    call: int
+    isolation: str = "snapshot"
+
+
+@dataclass(frozen=True, slots=True)
+class Get:
+    call: int
+    tx: str
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    tx: str
+    key: str
+    value: Any
+    deleted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    call: int
+    tx: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rollback:
+    tx: str
+
+
+@dataclass(frozen=True, slots=True)
+class Deliver:
+    msg: Message
+
+
+@dataclass(frozen=True, slots=True)
+class Fire:
+    key: tuple
+
+
+@dataclass(frozen=True, slots=True)
+class PeerUp:
+    """The driver saw ``peer`` come back (restart or healed partition): resume parked retries."""
+
+    peer: str
+
+
+@dataclass(frozen=True, slots=True)
+class Recover:
+    checkpoint: dict[str, Any] | None
+    records: list  # list[wal.LogRecord]
+
+
+@dataclass(frozen=True, slots=True)
+class Gc:
+    watermark: int
+
+
+@dataclass(slots=True)
+class ReadResult:
+    """What a read returns to the client: the value and which version it came from."""
+
+    value: Any
+    writer: str | None
+    version_ts: int | None
+    deleted: bool = False
+
+
+@dataclass(slots=True)
+class _Waiting:
+    """A read parked behind a prepared write lock."""
+
+    key: str
+    ts: int
+    tx: str
+    call: int | None = None  # local client call...
+    requester: str | None = None  # ...or a remote READ to answer
+    req: int | None = None
+    blocked_by: str = ""
+
+
+@dataclass(slots=True)
+class _PendingRead:
+    tx: str
+    key: str
+    ts: int | None = None
+    attempt: int = 0
+
+
+def owner_of(key: str, nodes: list[str]) -> str:
+    """Partitioned placement: a stable hash (CRC32, not Python's salted hash) picks the owner."""
+    return nodes[zlib.crc32(key.encode()) % len(nodes)]
+
+
+@dataclass
+class NodeConfig:
+    nodes: list[str]
+    placement: str = "all"
+    timing: Timing = field(default_factory=Timing)
+
+
+class NodeCore:
+    """The sans-I/O node. Feed it inputs with :meth:`handle`; carry out the Outputs."""
+
+    def __init__(self, node_id: str, config: NodeConfig) -> None:
+        self.id = node_id
+        self.config = config
+        self.nodes = sorted(config.nodes)
+        self.store = Store()
+        self.coordinator = Coordinator(node_id, config.timing)
+        self.participant = Participant(node_id, self.store, config.timing)
+        self.waiting: list[_Waiting] = []
+        self._begins: dict[int, str] = {}  # call -> isolation, awaiting a start timestamp
+        self._reads: dict[int, _PendingRead] = {}  # call -> read awaiting ts or a remote reply
+        self.max_ts = 0
+
+    # -- routing -------------------------------------------------------------------------
+    def handle(self, inp: Any) -> Outputs:
+        if isinstance(inp, Deliver):
+            return self._deliver(inp.msg)
+        if isinstance(inp, Get):
+            return self._get(inp)
+        if isinstance(inp, Write):
+            return self._write(inp)
+        if isinstance(inp, Begin):
+            return self._begin(inp)
+        if isinstance(inp, Commit):
+            return self._commit(inp)
+        if isinstance(inp, Rollback):
+            return self._rollback(inp)
+        if isinstance(inp, Fire):
+            return self._fire(inp.key)
+        if isinstance(inp, PeerUp):
+            return self.coordinator.on_peer_up(inp.peer).merge(
+                self.participant.on_peer_up(inp.peer))
+        if isinstance(inp, Recover):
+            return self._recover(inp)
+        if isinstance(inp, Gc):
+            removed = self.store.gc(inp.watermark)
+            out = Outputs()
+            if removed:
+                out.note(role="store", event="gc", watermark=inp.watermark, removed=removed)
+            return out
+        raise ProtocolError(f"unknown input {inp!r}")
+
+    def _deliver(self, msg: Message) -> Outputs:
+        k = msg.kind
+        if k == PREPARE:
+            return self._after_locks_change(self.participant.on_prepare(msg))
+        if k == COMMIT:
+            return self._after_locks_change(self.participant.on_commit(msg))
+        if k == ABORT:
+            return self._after_locks_change(self.participant.on_abort(msg))
+        if k in (VOTE_YES, VOTE_NO):
+            return self.coordinator.on_vote(msg)
+        if k == ACK:
+            return self.coordinator.on_ack(msg)
+        if k == STATUS:
+            return self.coordinator.on_status(msg)
+        if k == TS_REPLY:
+            return self._ts_reply(msg)
+        if k == READ:
+            return self._serve_read(msg.body["key"], msg.body["ts"], msg.tx, requester=msg.src,
+                                    req=msg.body["req"])
+        if k == READ_REPLY:
+            return self._read_reply(msg)
+        raise ProtocolError(f"{self.id} cannot handle message kind {k}")
+
+    # -- client calls ----------------------------------------------------------------------
+    def tx(self, tx_id: str) -> CoordTx:
+        try:
+            return self.coordinator.txs[tx_id]
+        except KeyError:
+            raise TransactionNotFound(
+                f"no transaction {tx_id!r} on node {self.id}: use the id returned by begin() on "
+                f"this node (a transaction lives on the node that began it, and is lost if that "
+                f"node crashed before committing)") from None
+
+    def active(self, tx_id: str) -> CoordTx:
+        tx = self.tx(tx_id)
+        if tx.state != ACTIVE:
+            what = {COMMITTED: "already committed", ABORTED: "already aborted"}.get(
+                tx.state, "already committing")
+            raise TransactionClosed(
+                f"transaction {tx_id} is {what} ({tx.reason or tx.state}); begin a new "
+                f"transaction")
+        return tx
+
+    def _begin(self, inp: Begin) -> Outputs:
+        out = Outputs()
+        self._begins[inp.call] = inp.isolation
+        out.send(Message(self.id, TSO, TS_REQUEST, None, {"purpose": "begin", "call": inp.call}))
+        out.timer(("ts-retry", inp.call, 0), self.config.timing.retry_interval)
+        return out
+
+    def _ts_reply(self, msg: Message) -> Outputs:
+        out = Outputs()
+        ts = msg.body["ts"]
+        self.max_ts = max(self.max_ts, ts)
+        purpose, call = msg.body["purpose"], msg.body.get("call")
+        if purpose == "commit":
+            return self._after_locks_change(self.coordinator.on_commit_ts(msg.tx, ts))
+        if purpose == "begin" and call in self._begins:
+            isolation = self._begins.pop(call)
+            tx_id = f"T{ts}"
+            self.coordinator.txs[tx_id] = CoordTx(tx_id, ts, isolation)
+            out.note(role="coordinator", tx=tx_id, event="begin", old=None, new=ACTIVE)
+            out.reply(call, tx_id)
+        elif purpose == "read" and call in self._reads and self._reads[call].ts is None:
+            self._reads[call].ts = ts
+            out.merge(self._start_read(call))
+        return out
+
+    def _get(self, inp: Get) -> Outputs:
+        tx = self.active(inp.tx)
+        out = Outputs()
+        if inp.key in tx.writes:  # read your own writes
+            value, deleted = tx.writes[inp.key]
+            out.reply(inp.call, ReadResult(None if deleted else value, tx.id, None, deleted))
+            return out
+        if tx.isolation == "serializable":
+            tx.reads[inp.key] = None
+        self._reads[inp.call] = _PendingRead(tx.id, inp.key)
+        if tx.isolation == "read_committed":  # a fresh snapshot for every statement
+            out.send(Message(self.id, TSO, TS_REQUEST, tx.id,
+                             {"purpose": "read", "call": inp.call}))
+            out.timer(("read-retry", inp.call, 0), self.config.timing.retry_interval)
+            return out
+        self._reads[inp.call].ts = tx.start_ts
+        return self._start_read(inp.call)
+
+    def _start_read(self, call: int) -> Outputs:
+        r = self._reads[call]
+        owner = self.owner(r.key)
+        if owner == self.id:
+            del self._reads[call]
+            return self._serve_read(r.key, r.ts, r.tx, call=call)
+        out = Outputs()
+        out.send(Message(self.id, owner, READ, r.tx, {"key": r.key, "ts": r.ts, "req": call}))
+        if not any(k[0] == "read-retry" and k[1] == call for k, _ in out.timers):
+            out.timer(("read-retry", call, r.attempt), self.config.timing.retry_interval)
+        return out
+
+    def _serve_read(self, key: str, ts: int, tx: str, call: int | None = None,
+                    requester: str | None = None, req: int | None = None) -> Outputs:
+        out = Outputs()
+        lock = self.store.blocker(key, ts, tx)
+        if lock is not None:
+            self.waiting.append(_Waiting(key, ts, tx, call, requester, req, lock.tx))
+            out.note(role="store", event="read waits", tx=tx, key=key, blocked_by=lock.tx)
+            return out
+        v = self.store.visible(key, ts)
+        res = ReadResult(None, None, None) if v is None else \
+            ReadResult(None if v.deleted else v.value, v.writer, v.commit_ts, v.deleted)
+        if call is not None:
+            out.reply(call, res)
+        else:
+            out.send(Message(self.id, requester, READ_REPLY, tx,
+                             {"req": req, "value": res.value, "writer": res.writer,
+                              "version_ts": res.version_ts, "deleted": res.deleted}))
+        return out
+
+    def _read_reply(self, msg: Message) -> Outputs:
+        out = Outputs()
+        call = msg.body["req"]
+        if self._reads.pop(call, None) is not None:
+            b = msg.body
+            out.reply(call, ReadResult(b["value"], b["writer"], b["version_ts"], b["deleted"]))
+        return out
+
+    def _after_locks_change(self, out: Outputs) -> Outputs:
+        """Locks may have been released: retry every parked read (in arrival order)."""
+        if self.waiting:
+            parked, self.waiting = self.waiting, []
+            for w in parked:
+                out.merge(self._serve_read(w.key, w.ts, w.tx, w.call, w.requester, w.req))
+        return out
+
+    def _write(self, inp: Write) -> Outputs:
+        tx = self.active(inp.tx)
+        tx.writes[inp.key] = (inp.value, inp.deleted)
+        return Outputs()
+
+    def _commit(self, inp: Commit) -> Outputs:
+        tx = self.active(inp.tx)
+        plan: dict[str, dict[str, Any]] = {}
+        if tx.writes:
+            targets = self.nodes if self.config.placement == "all" else \
+                sorted({self.owner(k) for k in tx.writes})
+            for p in targets:
+                plan[p] = {"writes": {k: [v, d] for k, (v, d) in tx.writes.items()
+                                      if self.stores(p, k)},
+                           "reads": []}
+            if tx.isolation == "serializable":  # validate reads where they are stored
+                for k in tx.reads:
+                    if k in tx.writes:
+                        continue
+                    for p in (self.nodes if self.config.placement == "all" else [self.owner(k)]):
+                        plan.setdefault(p, {"writes": {}, "reads": []})["reads"].append(k)
+        return self.coordinator.start(tx, inp.call, plan)
+
+    def _rollback(self, inp: Rollback) -> Outputs:
+        tx = self.active(inp.tx)
+        out = Outputs()
+        tx.reason = "aborted: rolled back by the client"
+        self.coordinator._move(out, tx, "rollback")
+        tx.writes.clear()
+        return out
+
+    # -- timers ---------------------------------------------------------------------------
+    def _fire(self, key: tuple) -> Outputs:
+        kind = key[0]
+        if kind in ("vote", "ts", "resend"):
+            return self.coordinator.on_timer(key)
+        if kind in ("decision", "status"):
+            return self.participant.on_timer(key)
+        out = Outputs()
+        call, attempt = key[1], key[2]
+        if kind == "ts-retry" and call in self._begins:
+            out.send(Message(self.id, TSO, TS_REQUEST, None, {"purpose": "begin", "call": call}))
+        elif kind == "read-retry" and call in self._reads:
+            r = self._reads[call]
+            if r.ts is None:
+                out.send(Message(self.id, TSO, TS_REQUEST, r.tx,
+                                 {"purpose": "read", "call": call}))
+            else:
+                out.send(Message(self.id, self.owner(r.key), READ, r.tx,
+                                 {"key": r.key, "ts": r.ts, "req": call}))
+        else:
+            return out
+        if attempt + 1 < self.config.timing.max_retries:
+            out.timer((kind, call, attempt + 1),
+                      self.config.timing.retry_interval << (attempt + 1))
+        return out
+
+    # -- placement --------------------------------------------------------------------------
+    def owner(self, key: str) -> str:
+        return self.id if self.config.placement == "all" else owner_of(key, self.nodes)
+
+    def stores(self, node: str, key: str) -> bool:
+        return self.config.placement == "all" or owner_of(key, self.nodes) == node
+
+    # -- inspection -----------------------------------------------------------------------
+    def min_active_ts(self) -> int | None:
+        """Oldest snapshot still in use here: versions it can see must not be collected."""
+        stamps = [t.start_ts for t in self.coordinator.txs.values() if t.state == ACTIVE]
+        stamps += [w.ts for w in self.waiting]
+        return min(stamps) if stamps else None
+
+    def why_waiting(self, call: int) -> str:
+        for w in self.waiting:
+            if w.call == call:
+                lock = self.store.write_locks.get(w.key)
+                coord = ""
+                ptx = self.participant.txs.get(w.blocked_by)
+                if ptx is not None:
+                    coord = f" (its coordinator is {ptx.coordinator})"
+                return (f"the read of {w.key!r} by {w.tx} is waiting for prepared transaction "
+                        f"{lock.tx if lock else w.blocked_by}{coord} to commit or abort")
+        if call in self._reads:
+            r = self._reads[call]
+            return f"the read of {r.key!r} by {r.tx} is waiting for a reply from its owner"
+        if call in self._begins:
+            return "begin is waiting for a start timestamp from the oracle"
+        for tx in self.coordinator.txs.values():
+            if tx.call == call and tx.state in (PREPARING, AWAIT_TS):
+                missing = [p for p in tx.participants if p not in tx.votes]
+                return f"{tx.id} is in {tx.state}, waiting for votes from {missing}"
+        return "the call is waiting for messages that cannot be delivered"
+
+    # -- checkpoints and recovery ---------------------------------------------------------
+    def checkpoint_state(self) -> dict[str, Any]:
+        """Durable state only: versions, prepared transactions, undecided commits, outcomes."""
+        p = self.participant
+        return {
+            "store": self.store.dump(),
+            "watermark": self.store.watermark,
+            "prepared": {t.id: {"coordinator": t.coordinator, "start_ts": t.start_ts,
+                                "writes": {k: [v, d] for k, (v, d) in t.writes.items()},
+                                "reads": t.reads}
+                         for t in p.in_doubt()},
+            "decided": {t.id: {"commit_ts": t.commit_ts, "participants": t.participants}
+                        for t in self.coordinator.txs.values() if t.state == COMMITTING},
+            "max_ts": self.max_ts,
+        }
+
+    def _recover(self, inp: Recover) -> Outputs:
+        prepared: dict[str, dict[str, Any]] = {}
+        decided: dict[str, dict[str, Any]] = {}
+        finished: dict[str, str] = {}
+        ck = inp.checkpoint
+        if ck is not None:
+            self.store.load(ck["store"])
+            self.store.watermark = ck["watermark"]
+            prepared.update(ck["prepared"])
+            decided.update(ck["decided"])
+            self.max_ts = ck["max_ts"]
+        apply = self.store.apply
+        for r in inp.records:
+            d = r.data
+            t = r.type
+            if t == "PREPARE":
+                prepared[d["tx"]] = d
+            elif t == "COMMIT":
+                rec = prepared.pop(d["tx"], None)
+                if rec is not None:
+                    apply(d["tx"], d["commit_ts"],
+                          {k: (v[0], bool(v[1])) for k, v in rec["writes"].items()})
+                finished[d["tx"]] = COMMITTED
+                if d["commit_ts"] > self.max_ts:
+                    self.max_ts = d["commit_ts"]
+            elif t == "ABORT":
+                prepared.pop(d["tx"], None)
+                finished[d["tx"]] = ABORTED
+            elif t == "DECISION":
+                decided[d["tx"]] = d
+                if d["commit_ts"] > self.max_ts:
+                    self.max_ts = d["commit_ts"]
+            elif t == "END":
+                decided.pop(d["tx"], None)
+        for rec in prepared.values():
+            self.max_ts = max(self.max_ts, rec["start_ts"])
+        out = Outputs()
+        out.note(role="node", event="recovered", versions=self.store.version_count(),
+                 in_doubt=sorted(prepared), decided=sorted(decided))
+        out.merge(self.participant.recover(prepared, finished))
+        out.merge(self.coordinator.recover(decided))
+        return out
+
+
+__all__ = ["NodeCore", "NodeConfig", "ReadResult", "owner_of", "ISOLATION_LEVELS", "PLACEMENTS",
+           "Begin", "Get", "Write", "Commit", "Rollback", "Deliver", "Fire", "PeerUp", "Recover",
+           "Gc", "COMMITTING", "AWAIT_TS"]

@@ -1,0 +1,448 @@
+"""Two-phase commit with presumed abort: the coordinator and participant state machines.
+
+Every state and every allowed transition is in the two tables below (h11's ``_state.py`` is the
+model). The code that runs the protocol moves a transaction only through :func:`advance`, which
+refuses anything the table does not list, and :mod:`kvlab.viz` draws the state diagrams from the
+same tables, so the pictures cannot drift from the code.
+
+The force-log rules (each one is why a crash can never split an outcome):
+
+* a participant makes PREPARED durable before it votes yes, so a yes survives its crash;
+* the coordinator makes its COMMIT decision durable before it tells anyone, so a commit that any
+  participant may have applied survives the coordinator's crash;
+* a participant makes COMMITTED durable before it acks, so the coordinator may forget the
+  transaction once every participant acked.
+
+Presumed abort: aborts are never forced and never acked. A coordinator that has no record of a
+transaction answers "abort", which is right because it logs nothing until it decides commit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from kvlab.effects import Outputs
+from kvlab.errors import ProtocolError
+from kvlab.messages import ABORT, ACK, COMMIT, PREPARE, STATUS, TS_REQUEST, TSO, VOTE_NO, \
+    VOTE_YES, Message
+from kvlab.mvcc import Store
+
+# ---------------------------------------------------------------------------------------------
+# The state tables
+# ---------------------------------------------------------------------------------------------
+ACTIVE = "ACTIVE"  # coordinator side: the client is still reading and writing
+PREPARING = "PREPARING"  # PREPARE sent, collecting votes
+AWAIT_TS = "AWAIT_TS"  # every vote was yes; asking the oracle for a commit timestamp
+COMMITTING = "COMMITTING"  # decision durable, COMMIT sent, collecting acks
+COMMITTED = "COMMITTED"
+ABORTED = "ABORTED"
+INIT = "INIT"  # participant side: nothing known about the transaction yet
+PREPARED = "PREPARED"  # voted yes, holds locks, waits for the decision
+IN_DOUBT = "IN_DOUBT"  # prepared and the decision is late (or we just recovered): asking
+
+COORDINATOR_STATES = (ACTIVE, PREPARING, AWAIT_TS, COMMITTING, COMMITTED, ABORTED)
+PARTICIPANT_STATES = (INIT, PREPARED, IN_DOUBT, COMMITTED, ABORTED)
+
+# state -> {event: next state}
+COORDINATOR_TRANSITIONS: dict[str, dict[str, str]] = {
+    ACTIVE: {"commit": PREPARING, "commit read-only": COMMITTED, "rollback": ABORTED},
+    PREPARING: {"vote yes": PREPARING, "all voted yes": AWAIT_TS, "vote no": ABORTED,
+                "vote timeout": ABORTED},
+    AWAIT_TS: {"commit ts": COMMITTING, "ts timeout": ABORTED},
+    COMMITTING: {"ack": COMMITTING, "all acked": COMMITTED, "resend": COMMITTING,
+                 "status": COMMITTING},
+    COMMITTED: {},
+    ABORTED: {"late vote": ABORTED},
+}
+# recovery enters the coordinator table here: a durable decision without an END record
+COORDINATOR_RECOVERY = {"recover decision": COMMITTING}
+
+PARTICIPANT_TRANSITIONS: dict[str, dict[str, str]] = {
+    INIT: {"prepare ok": PREPARED, "prepare conflict": ABORTED, "abort": ABORTED,
+           "recover prepared": IN_DOUBT},
+    PREPARED: {"commit": COMMITTED, "abort": ABORTED, "decision timeout": IN_DOUBT,
+               "prepare again": PREPARED},
+    IN_DOUBT: {"commit": COMMITTED, "abort": ABORTED, "ask again": IN_DOUBT,
+               "prepare again": IN_DOUBT},
+    COMMITTED: {"commit again": COMMITTED},
+    ABORTED: {"abort again": ABORTED, "late prepare": ABORTED},
+}
+
+
+def advance(table: dict[str, dict[str, str]], state: str, event: str) -> str:
+    """The next state, or ProtocolError if the table does not allow ``event`` in ``state``."""
+    try:
+        return table[state][event]
+    except KeyError:
+        raise ProtocolError(
+            f"2PC bug: event {event!r} is not allowed in state {state} (see kvlab.twopc tables)"
+        ) from None
+
+
+@dataclass
+class Timing:
+    """Protocol timeouts in simulated ticks."""
+
+    vote_timeout: int = 60  # coordinator gives up on missing votes and aborts
+    ts_timeout: int = 60
+    decision_timeout: int = 60  # a prepared participant starts asking the coordinator
+    retry_interval: int = 20  # first retransmission; doubles each time
+    max_retries: int = 5  # then park until the peer is seen up again
+
+
+# ---------------------------------------------------------------------------------------------
+# Coordinator
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class CoordTx:
+    """Everything the coordinator (the node where the transaction began) knows about it."""
+
+    id: str
+    start_ts: int
+    isolation: str
+    state: str = ACTIVE
+    writes: dict[str, tuple[Any, bool]] = field(default_factory=dict)  # buffered until commit
+    reads: dict[str, None] = field(default_factory=dict)  # keys read (ordered set)
+    participants: list[str] = field(default_factory=list)
+    votes: dict[str, bool] = field(default_factory=dict)
+    acked: dict[str, None] = field(default_factory=dict)
+    commit_ts: int | None = None
+    reason: str = ""
+    call: int | None = None  # the client call waiting for the outcome
+    attempt: int = 0
+
+
+class Coordinator:
+    """Drives the transactions that began on this node through 2PC."""
+
+    def __init__(self, node_id: str, timing: Timing) -> None:
+        self.node_id = node_id
+        self.timing = timing
+        self.txs: dict[str, CoordTx] = {}
+
+    def _move(self, out: Outputs, tx: CoordTx, event: str) -> None:
+        if tx.state == INIT:  # only recovery creates a coordinator record outside ACTIVE
+            new = COORDINATOR_RECOVERY[event]
+        else:
+            new = advance(COORDINATOR_TRANSITIONS, tx.state, event)
+        out.note(role="coordinator", tx=tx.id, event=event, old=tx.state, new=new)
+        tx.state = new
+
+    def _msg(self, dst: str, kind: str, tx: CoordTx, **body: Any) -> Message:
+        return Message(self.node_id, dst, kind, tx.id, body)
+
+    # -- phase 1 ---------------------------------------------------------------------------
+    def start(self, tx: CoordTx, call: int, plan: dict[str, dict[str, Any]]) -> Outputs:
+        """Begin 2PC. ``plan`` maps each participant to the writes/reads it must validate."""
+        out = Outputs()
+        tx.call = call
+        if not plan:
+            self._move(out, tx, "commit read-only")
+            tx.reason = "committed: read-only, so no two-phase commit was needed"
+            out.reply(call, True)
+            return out
+        self._move(out, tx, "commit")
+        tx.participants = sorted(plan)
+        for p in tx.participants:
+            out.send(self._msg(p, PREPARE, tx, start_ts=tx.start_ts, isolation=tx.isolation,
+                               coordinator=self.node_id, participants=tx.participants,
+                               writes=plan[p]["writes"], reads=plan[p]["reads"]))
+        out.timer(("vote", tx.id), self.timing.vote_timeout)
+        return out
+
+    def on_vote(self, msg: Message) -> Outputs:
+        out = Outputs()
+        tx = self.txs.get(msg.tx)
+        if tx is None or tx.state == ABORTED:
+            if msg.kind == VOTE_YES:  # presumed abort: release the locks it is holding
+                if tx is not None:
+                    self._move(out, tx, "late vote")
+                out.send(Message(self.node_id, msg.src, ABORT, msg.tx, {}))
+            return out
+        if tx.state != PREPARING:
+            return out  # a duplicate vote after the outcome is known
+        if msg.kind == VOTE_NO:
+            tx.reason = f"aborted: {msg.src} voted no: {msg.body['reason']}"
+            return self._abort(out, tx, "vote no", skip=msg.src)
+        tx.votes[msg.src] = True
+        if len(tx.votes) < len(tx.participants):
+            self._move(out, tx, "vote yes")
+            return out
+        self._move(out, tx, "all voted yes")
+        out.cancel.append(("vote", tx.id))
+        out.send(Message(self.node_id, TSO, TS_REQUEST, tx.id, {"purpose": "commit"}))
+        out.timer(("ts", tx.id), self.timing.ts_timeout)
+        return out
+
+    def _abort(self, out: Outputs, tx: CoordTx, event: str, skip: str | None = None) -> Outputs:
+        self._move(out, tx, event)
+        out.cancel.append(("vote", tx.id))
+        for p in tx.participants:
+            if p != skip:
+                out.send(self._msg(p, ABORT, tx))
+        if tx.call is not None:
+            out.reply(tx.call, False)
+        return out
+
+    # -- the decision ----------------------------------------------------------------------
+    def on_commit_ts(self, tx_id: str, ts: int) -> Outputs:
+        out = Outputs()
+        tx = self.txs.get(tx_id)
+        if tx is None or tx.state != AWAIT_TS:
+            return out
+        out.cancel.append(("ts", tx.id))
+        self._move(out, tx, "commit ts")
+        tx.commit_ts = ts
+        tx.reason = f"committed at ts {ts}"
+        out.log("DECISION", {"tx": tx.id, "commit_ts": ts, "participants": tx.participants},
+                force=True)
+        for p in tx.participants:
+            out.send(self._msg(p, COMMIT, tx, commit_ts=ts))
+        if tx.call is not None:
+            out.reply(tx.call, True)
+        tx.attempt = 0
+        out.timer(("resend", tx.id), self.timing.retry_interval)
+        return out
+
+    def on_ack(self, msg: Message) -> Outputs:
+        out = Outputs()
+        tx = self.txs.get(msg.tx)
+        if tx is None or tx.state != COMMITTING or msg.src in tx.acked:
+            return out
+        tx.acked[msg.src] = None
+        if len(tx.acked) < len(tx.participants):
+            self._move(out, tx, "ack")
+            return out
+        self._move(out, tx, "all acked")
+        out.cancel.append(("resend", tx.id))
+        out.log("END", {"tx": tx.id})  # not forced: losing it only means resending COMMIT
+        return out
+
+    def on_status(self, msg: Message) -> Outputs:
+        """An in-doubt participant asks for the outcome."""
+        out = Outputs()
+        tx = self.txs.get(msg.tx)
+        if tx is not None and tx.state in (PREPARING, AWAIT_TS):
+            return out  # not decided yet; the participant will ask again
+        if tx is not None and tx.state in (COMMITTING, COMMITTED):
+            if tx.state == COMMITTING:
+                self._move(out, tx, "status")
+            out.send(self._msg(msg.src, COMMIT, tx, commit_ts=tx.commit_ts))
+        else:  # aborted, or no record at all: presumed abort
+            out.send(Message(self.node_id, msg.src, ABORT, msg.tx, {"presumed": tx is None}))
+        return out
+
+    def on_timer(self, key: tuple) -> Outputs:
+        out = Outputs()
+        kind, tx_id = key[0], key[1]
+        tx = self.txs.get(tx_id)
+        if tx is None:
+            return out
+        if kind == "vote" and tx.state == PREPARING:
+            missing = [p for p in tx.participants if p not in tx.votes]
+            tx.reason = (f"aborted: no vote from {', '.join(missing)} within "
+                         f"{self.timing.vote_timeout} ticks (crashed, partitioned or lost)")
+            return self._abort(out, tx, "vote timeout")
+        if kind == "ts" and tx.state == AWAIT_TS:
+            tx.reason = "aborted: the timestamp oracle did not answer in time"
+            return self._abort(out, tx, "ts timeout")
+        if kind == "resend" and tx.state == COMMITTING:
+            self._move(out, tx, "resend")
+            self._resend(out, tx)
+            tx.attempt += 1
+            if tx.attempt < self.timing.max_retries:
+                out.timer(("resend", tx.id), self.timing.retry_interval << tx.attempt)
+            else:
+                out.note(role="coordinator", tx=tx.id, event="parked",
+                         waiting_for=[p for p in tx.participants if p not in tx.acked])
+        return out
+
+    def _resend(self, out: Outputs, tx: CoordTx, only: str | None = None) -> None:
+        for p in tx.participants:
+            if p not in tx.acked and (only is None or p == only):
+                out.send(self._msg(p, COMMIT, tx, commit_ts=tx.commit_ts))
+
+    def on_peer_up(self, peer: str) -> Outputs:
+        out = Outputs()
+        for tx in self.txs.values():
+            if tx.state == COMMITTING and peer in tx.participants and peer not in tx.acked:
+                self._resend(out, tx, only=peer)
+        return out
+
+    def recover(self, decided: dict[str, dict[str, Any]]) -> Outputs:
+        """Restart phase 2 for every durable decision that has no END record."""
+        out = Outputs()
+        for tx_id, rec in decided.items():
+            tx = CoordTx(tx_id, start_ts=0, isolation="", state=INIT)
+            tx.participants = rec["participants"]
+            tx.commit_ts = rec["commit_ts"]
+            tx.reason = f"committed at ts {tx.commit_ts} (decision recovered from the WAL)"
+            self._move(out, tx, "recover decision")
+            self.txs[tx_id] = tx
+            self._resend(out, tx)
+            out.timer(("resend", tx_id), self.timing.retry_interval)
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Participant
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class PartTx:
+    id: str
+    coordinator: str
+    start_ts: int
+    writes: dict[str, tuple[Any, bool]]
+    reads: list[str]
+    state: str = INIT
+    commit_ts: int | None = None
+    attempt: int = 0
+
+
+class Participant:
+    """Validates, locks, and applies one node's share of each transaction."""
+
+    def __init__(self, node_id: str, store: Store, timing: Timing) -> None:
+        self.node_id = node_id
+        self.store = store
+        self.timing = timing
+        self.txs: dict[str, PartTx] = {}
+
+    def _move(self, out: Outputs, tx: PartTx, event: str) -> None:
+        new = advance(PARTICIPANT_TRANSITIONS, tx.state, event)
+        out.note(role="participant", tx=tx.id, event=event, old=tx.state, new=new)
+        tx.state = new
+
+    def _reply(self, tx: PartTx, kind: str, **body: Any) -> Message:
+        return Message(self.node_id, tx.coordinator, kind, tx.id, body)
+
+    def in_doubt(self) -> list[PartTx]:
+        return [t for t in self.txs.values() if t.state in (PREPARED, IN_DOUBT)]
+
+    def on_prepare(self, msg: Message) -> Outputs:
+        out = Outputs()
+        b = msg.body
+        tx = self.txs.get(msg.tx)
+        if tx is not None:
+            if tx.state in (PREPARED, IN_DOUBT):
+                self._move(out, tx, "prepare again")
+                out.force = True  # the vote still may not overtake the PREPARED record
+                out.send(self._reply(tx, VOTE_YES))
+            elif tx.state == ABORTED:
+                self._move(out, tx, "late prepare")
+                out.send(self._reply(tx, VOTE_NO, reason="already aborted here"))
+            return out
+        writes = {k: (v[0], bool(v[1])) for k, v in b["writes"].items()}
+        tx = PartTx(msg.tx, b["coordinator"], b["start_ts"], writes, list(b["reads"]))
+        self.txs[tx.id] = tx
+        conflicts = self.store.conflicts(
+            tx.id, tx.start_ts, list(writes), tx.reads,
+            check_committed=b["isolation"] != "read_committed")
+        if conflicts:
+            c = conflicts[0]
+            self._move(out, tx, "prepare conflict")
+            out.send(self._reply(tx, VOTE_NO, reason=str(c), key=c.key, other=c.other,
+                                 how=c.how))
+            return out
+        self.store.lock(tx.id, tx.start_ts, list(writes), tx.reads)
+        self._move(out, tx, "prepare ok")
+        out.log("PREPARE", {"tx": tx.id, "coordinator": tx.coordinator, "start_ts": tx.start_ts,
+                            "writes": b["writes"], "reads": tx.reads}, force=True)
+        out.send(self._reply(tx, VOTE_YES))
+        out.timer(("decision", tx.id), self.timing.decision_timeout)
+        return out
+
+    def on_commit(self, msg: Message) -> Outputs:
+        out = Outputs()
+        tx = self.txs.get(msg.tx)
+        if tx is None or tx.state == COMMITTED:
+            # Already committed here (possibly checkpointed and forgotten): ack again once the
+            # COMMITTED record is surely durable.
+            if tx is not None:
+                self._move(out, tx, "commit again")
+            out.force = True
+            out.send(Message(self.node_id, msg.src, ACK, msg.tx, {}))
+            return out
+        if tx.state not in (PREPARED, IN_DOUBT):
+            raise ProtocolError(f"atomicity violated: {tx.id} got COMMIT in state {tx.state} "
+                                f"on {self.node_id}")
+        ts = msg.body["commit_ts"]
+        self.store.apply(tx.id, ts, tx.writes)
+        self.store.unlock(tx.id, list(tx.writes), tx.reads)
+        tx.commit_ts = ts
+        self._move(out, tx, "commit")
+        out.cancel += [("decision", tx.id), ("status", tx.id)]
+        out.log("COMMIT", {"tx": tx.id, "commit_ts": ts}, force=True)
+        out.send(self._reply(tx, ACK))
+        out.note(role="participant", tx=tx.id, event="released", keys=list(tx.writes))
+        return out
+
+    def on_abort(self, msg: Message) -> Outputs:
+        out = Outputs()
+        tx = self.txs.get(msg.tx)
+        if tx is None:  # ABORT overtook PREPARE (or we never saw it): remember, refuse it later
+            tx = PartTx(msg.tx, msg.src, 0, {}, [])
+            self.txs[tx.id] = tx
+            self._move(out, tx, "abort")
+            return out
+        if tx.state == ABORTED:
+            self._move(out, tx, "abort again")
+            return out
+        if tx.state == COMMITTED:
+            raise ProtocolError(f"atomicity violated: {tx.id} got ABORT after committing on "
+                                f"{self.node_id}")
+        held = tx.state in (PREPARED, IN_DOUBT)
+        self._move(out, tx, "abort")
+        out.cancel += [("decision", tx.id), ("status", tx.id)]
+        if held:
+            self.store.unlock(tx.id, list(tx.writes), tx.reads)
+            out.log("ABORT", {"tx": tx.id})  # presumed abort: never forced
+            out.note(role="participant", tx=tx.id, event="released", keys=list(tx.writes))
+        return out
+
+    def on_timer(self, key: tuple) -> Outputs:
+        out = Outputs()
+        tx = self.txs.get(key[1])
+        if tx is None or tx.state not in (PREPARED, IN_DOUBT):
+            return out
+        if key[0] == "decision" and tx.state == PREPARED:
+            self._move(out, tx, "decision timeout")
+            tx.attempt = 0
+        elif key[0] == "status":
+            self._move(out, tx, "ask again")
+        else:
+            return out
+        return self._ask(out, tx)
+
+    def _ask(self, out: Outputs, tx: PartTx) -> Outputs:
+        out.send(self._reply(tx, STATUS))
+        if tx.attempt < self.timing.max_retries:
+            out.timer(("status", tx.id), self.timing.retry_interval << tx.attempt)
+            tx.attempt += 1
+        else:
+            out.note(role="participant", tx=tx.id, event="parked", waiting_for=tx.coordinator)
+        return out
+
+    def on_peer_up(self, peer: str) -> Outputs:
+        out = Outputs()
+        for tx in self.in_doubt():
+            if tx.coordinator == peer and tx.state == IN_DOUBT:
+                tx.attempt = 0
+                self._ask(out, tx)
+        return out
+
+    def recover(self, prepared: dict[str, dict[str, Any]],
+                finished: dict[str, str]) -> Outputs:
+        """Re-lock every prepared-but-undecided transaction and ask its coordinator."""
+        out = Outputs()
+        for tx_id, status in finished.items():
+            self.txs[tx_id] = PartTx(tx_id, "", 0, {}, [], state=status)
+        for tx_id, rec in prepared.items():
+            writes = {k: (v[0], bool(v[1])) for k, v in rec["writes"].items()}
+            tx = PartTx(tx_id, rec["coordinator"], rec["start_ts"], writes, list(rec["reads"]))
+            self.txs[tx_id] = tx
+            self.store.lock(tx_id, tx.start_ts, list(writes), tx.reads)
+            self._move(out, tx, "recover prepared")
+            self._ask(out, tx)
+        return out
