@@ -14,14 +14,14 @@ from kvlab.errors import (CorruptLog, InvalidKey, InvalidValue, KvlabError, Mess
                           NodeUnavailable, ProtocolError, SimulationTimeout, TransactionClosed,
                           TransactionNotFound, UnknownNode)
 from kvlab.history import History
-from kvlab.twopc import Timing
+from kvlab.twopc import Rules, Timing
 from kvlab.wal import TornTailWarning
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Cluster", "Node", "CommitHandle", "Outcome", "initialize", "reset_default", "History",
-    "Timing", "TornTailWarning", "KvlabError", "TransactionNotFound", "TransactionClosed",
+    "Timing", "Rules", "TornTailWarning", "KvlabError", "TransactionNotFound", "TransactionClosed",
     "NodeUnavailable", "UnknownNode", "InvalidKey", "InvalidValue", "CorruptLog",
     "SimulationTimeout", "MessageNotFound", "ProtocolError",
 ]

@@ -20,18 +20,49 @@ from pathlib import Path
 from typing import Any
 
 from kvlab.effects import Outputs, Reply
-from kvlab.errors import (InvalidKey, InvalidValue, KvlabError, MessageNotFound, NodeUnavailable,
-                          SimulationTimeout, TransactionNotFound, UnknownNode)
+from kvlab.errors import (
+    InvalidKey,
+    InvalidValue,
+    KvlabError,
+    MessageNotFound,
+    NodeUnavailable,
+    SimulationTimeout,
+    TransactionNotFound,
+    UnknownNode,
+)
 from kvlab.history import History, Op, Txn
 from kvlab.messages import TS_REPLY, TSO
 from kvlab.mvcc import Version
 from kvlab.network import Envelope, Network
-from kvlab.node import (ISOLATION_LEVELS, PLACEMENTS, Begin, Commit, Deliver, Fire, Gc, Get,
-                        NodeConfig, NodeCore, PeerUp, ReadResult, Recover, Rollback, Write)
+from kvlab.node import (
+    ISOLATION_LEVELS,
+    PLACEMENTS,
+    Begin,
+    Commit,
+    Deliver,
+    Fire,
+    Get,
+    NodeConfig,
+    NodeCore,
+    PeerUp,
+    ReadResult,
+    Recover,
+    Rollback,
+    Write,
+)
 from kvlab.trace import Trace
 from kvlab.tso import TimestampOracle
-from kvlab.twopc import (ABORTED, ACTIVE, AWAIT_TS, COMMITTED, COMMITTING, PREPARING, CoordTx,
-                         Timing)
+from kvlab.twopc import (
+    ABORTED,
+    ACTIVE,
+    AWAIT_TS,
+    COMMITTED,
+    COMMITTING,
+    PREPARING,
+    CoordTx,
+    Rules,
+    Timing,
+)
 from kvlab.wal import FileDisk, MemoryDisk, TornTailWarning, Wal
 
 _FLUSH, _MSG, _TIMER = 0, 1, 2  # at equal times: flushes first, then messages, then timers
@@ -222,7 +253,7 @@ class Cluster:
                  placement: str = "all", latency: tuple[int, int] = (1, 1), loss: float = 0.0,
                  fsync_latency: int = 1, timing: Timing | None = None,
                  call_timeout: int = 2000, checkpoint_every: int = 5000, gc_every: int = 1000,
-                 trace: bool = True) -> None:
+                 trace: bool = True, rules: Rules | None = None) -> None:
         ids = list(nodes)
         if not ids or len(set(ids)) != len(ids) or not all(isinstance(n, str) and n
                                                             for n in ids) or TSO in ids:
@@ -238,7 +269,7 @@ class Cluster:
         self.call_timeout = call_timeout
         self.checkpoint_every = checkpoint_every
         self.gc_every = gc_every
-        self.config = NodeConfig(ids, placement, timing or Timing())
+        self.config = NodeConfig(ids, placement, timing or Timing(), rules or Rules())
         self.rng = random.Random(seed)
         self.network = Network(self.rng, latency, loss)
         self.trace = Trace(enabled=trace)
@@ -349,6 +380,7 @@ class Cluster:
             return
         self._cores[node_id] = NodeCore(node_id, self.config)
         self._recover(node_id)
+        self.gc()  # replay brought back versions that no snapshot needs any more
         for other in self.ids:
             if other != node_id and self._cores[other] is not None:
                 self.trace.record(self.now, "peer_up", other, {"peer": node_id})

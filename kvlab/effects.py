@@ -3,7 +3,7 @@
 A node never sends, writes or sleeps itself: it returns an :class:`Outputs` and the driver
 (:mod:`kvlab.cluster`) carries it out. The one ordering rule lives here: when ``force`` is set,
 the records must be durable before any message, reply or timer of the same output takes effect
-(a participant logs PREPARED before it votes yes; a coordinator logs its decision before sending it).
+(a participant logs PREPARED before voting yes; a coordinator logs its decision before sending it).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""One node's multi-version store: version chains, prepared locks, snapshot reads, garbage collection.
+"""One node's multi-version store: version chains, prepared locks, snapshot reads, GC.
 
 Every committed write adds a :class:`Version` to its key's chain, stamped with the writer's commit
 timestamp; nothing is overwritten in place. A reader with snapshot ``ts`` sees the newest version
@@ -64,6 +64,7 @@ class Store:
         self.write_locks: dict[str, Lock] = {}
         self.read_locks: dict[str, dict[str, Lock]] = {}
         self.watermark = 0  # versions below it, except the newest, have been collected
+        self._collectable: dict[str, None] = {}  # keys with more than one version or a tombstone
 
     # -- reads ---------------------------------------------------------------------------
     def visible(self, key: str, ts: int) -> Version | None:
@@ -148,6 +149,8 @@ class Store:
             else:
                 chain.append(Version(commit_ts, value, tx, deleted))
                 stamps.append(commit_ts)
+            if len(chain) > 1 or deleted:
+                self._collectable[key] = None
 
     # -- garbage collection ---------------------------------------------------------------
     def gc(self, watermark: int) -> int:
@@ -156,21 +159,22 @@ class Store:
             return 0
         self.watermark = watermark
         removed = 0
-        for key in list(self.chains):
+        for key in list(self._collectable):
             stamps = self._ts_index[key]
             i = bisect_right(stamps, watermark)  # chain[i-1] is what the oldest snapshot sees
             chain = self.chains[key]
             drop = i - 1
             if i and i == len(chain) and chain[-1].deleted:
                 drop = i  # a tombstone nobody can read past: the key is gone entirely
-            if drop <= 0:
-                continue
-            removed += drop
-            del chain[:drop]
-            del stamps[:drop]
+            if drop > 0:
+                removed += drop
+                del chain[:drop]
+                del stamps[:drop]
             if not chain:
                 del self.chains[key]
                 del self._ts_index[key]
+            if len(chain) <= 1 and not (chain and chain[0].deleted):
+                del self._collectable[key]
         return removed
 
     # -- inspection and checkpoints ------------------------------------------------------
@@ -185,3 +189,5 @@ class Store:
         for key, rows in data.items():
             self.chains[key] = [Version(ts, val, w, bool(d)) for ts, val, w, d in rows]
             self._ts_index[key] = [row[0] for row in rows]
+            if len(rows) > 1 or rows[-1][3]:
+                self._collectable[key] = None

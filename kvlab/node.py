@@ -14,11 +14,35 @@ from typing import Any
 
 from kvlab.effects import Outputs
 from kvlab.errors import ProtocolError, TransactionClosed, TransactionNotFound
-from kvlab.messages import (ABORT, ACK, COMMIT, PREPARE, READ, READ_REPLY, STATUS, TS_REPLY,
-                            TS_REQUEST, TSO, VOTE_NO, VOTE_YES, Message)
+from kvlab.messages import (
+    ABORT,
+    ACK,
+    COMMIT,
+    PREPARE,
+    READ,
+    READ_REPLY,
+    STATUS,
+    TS_REPLY,
+    TS_REQUEST,
+    TSO,
+    VOTE_NO,
+    VOTE_YES,
+    Message,
+)
 from kvlab.mvcc import Store
-from kvlab.twopc import (ABORTED, ACTIVE, AWAIT_TS, COMMITTED, COMMITTING, PREPARING, Coordinator,
-                         CoordTx, Participant, Timing)
+from kvlab.twopc import (
+    ABORTED,
+    ACTIVE,
+    AWAIT_TS,
+    COMMITTED,
+    COMMITTING,
+    PREPARING,
+    Coordinator,
+    CoordTx,
+    Participant,
+    Rules,
+    Timing,
+)
 
 ISOLATION_LEVELS = ("read_committed", "snapshot", "serializable")
 PLACEMENTS = ("all", "partitioned")
@@ -126,6 +150,7 @@ class NodeConfig:
     nodes: list[str]
     placement: str = "all"
     timing: Timing = field(default_factory=Timing)
+    rules: Rules = field(default_factory=Rules)
 
 
 class NodeCore:
@@ -136,8 +161,8 @@ class NodeCore:
         self.config = config
         self.nodes = sorted(config.nodes)
         self.store = Store()
-        self.coordinator = Coordinator(node_id, config.timing)
-        self.participant = Participant(node_id, self.store, config.timing)
+        self.coordinator = Coordinator(node_id, config.timing, config.rules)
+        self.participant = Participant(node_id, self.store, config.timing, config.rules)
         self.waiting: list[_Waiting] = []
         self._begins: dict[int, str] = {}  # call -> isolation, awaiting a start timestamp
         self._reads: dict[int, _PendingRead] = {}  # call -> read awaiting ts or a remote reply

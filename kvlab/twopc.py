@@ -24,8 +24,18 @@ from typing import Any
 
 from kvlab.effects import Outputs
 from kvlab.errors import ProtocolError
-from kvlab.messages import ABORT, ACK, COMMIT, PREPARE, STATUS, TS_REQUEST, TSO, VOTE_NO, \
-    VOTE_YES, Message
+from kvlab.messages import (
+    ABORT,
+    ACK,
+    COMMIT,
+    PREPARE,
+    STATUS,
+    TS_REQUEST,
+    TSO,
+    VOTE_NO,
+    VOTE_YES,
+    Message,
+)
 from kvlab.mvcc import Store
 
 # ---------------------------------------------------------------------------------------------
@@ -91,6 +101,23 @@ class Timing:
     max_retries: int = 5  # then park until the peer is seen up again
 
 
+@dataclass(frozen=True)
+class Rules:
+    """The force-log rules, as switches, so a lesson can turn one off and watch atomicity break.
+
+    Never change these outside an experiment: with any of them False, a crash at the wrong
+    moment loses a committed write or splits an outcome (the exhaustive crash tests show where).
+    """
+
+    force_prepare: bool = True  # participant: PREPARED durable before voting yes
+    force_decision: bool = True  # coordinator: COMMIT decision durable before sending it
+    force_commit: bool = True  # participant: COMMITTED durable before acking
+
+    @property
+    def safe(self) -> bool:
+        return self.force_prepare and self.force_decision and self.force_commit
+
+
 # ---------------------------------------------------------------------------------------------
 # Coordinator
 # ---------------------------------------------------------------------------------------------
@@ -116,9 +143,10 @@ class CoordTx:
 class Coordinator:
     """Drives the transactions that began on this node through 2PC."""
 
-    def __init__(self, node_id: str, timing: Timing) -> None:
+    def __init__(self, node_id: str, timing: Timing, rules: Rules = Rules()) -> None:
         self.node_id = node_id
         self.timing = timing
+        self.rules = rules
         self.txs: dict[str, CoordTx] = {}
 
     def _move(self, out: Outputs, tx: CoordTx, event: str) -> None:
@@ -196,7 +224,7 @@ class Coordinator:
         tx.commit_ts = ts
         tx.reason = f"committed at ts {ts}"
         out.log("DECISION", {"tx": tx.id, "commit_ts": ts, "participants": tx.participants},
-                force=True)
+                force=self.rules.force_decision)
         for p in tx.participants:
             out.send(self._msg(p, COMMIT, tx, commit_ts=ts))
         if tx.call is not None:
@@ -225,11 +253,13 @@ class Coordinator:
         tx = self.txs.get(msg.tx)
         if tx is not None and tx.state in (PREPARING, AWAIT_TS):
             return out  # not decided yet; the participant will ask again
-        if tx is not None and tx.state in (COMMITTING, COMMITTED):
-            if tx.state == COMMITTING:
-                self._move(out, tx, "status")
+        if tx is not None and tx.state == COMMITTING:
+            self._move(out, tx, "status")
             out.send(self._msg(msg.src, COMMIT, tx, commit_ts=tx.commit_ts))
-        else:  # aborted, or no record at all: presumed abort
+        else:
+            # Aborted, never heard of, or ended (every participant acked, END logged: a real
+            # coordinator has forgotten it by now). Presumed abort answers all three, which is
+            # right only because acks follow durable COMMITTED records (Rules.force_commit).
             out.send(Message(self.node_id, msg.src, ABORT, msg.tx, {"presumed": tx is None}))
         return out
 
@@ -303,10 +333,11 @@ class PartTx:
 class Participant:
     """Validates, locks, and applies one node's share of each transaction."""
 
-    def __init__(self, node_id: str, store: Store, timing: Timing) -> None:
+    def __init__(self, node_id: str, store: Store, timing: Timing, rules: Rules = Rules()) -> None:
         self.node_id = node_id
         self.store = store
         self.timing = timing
+        self.rules = rules
         self.txs: dict[str, PartTx] = {}
 
     def _move(self, out: Outputs, tx: PartTx, event: str) -> None:
@@ -327,7 +358,8 @@ class Participant:
         if tx is not None:
             if tx.state in (PREPARED, IN_DOUBT):
                 self._move(out, tx, "prepare again")
-                out.force = True  # the vote still may not overtake the PREPARED record
+                # the vote still may not overtake the PREPARED record
+                out.force = self.rules.force_prepare
                 out.send(self._reply(tx, VOTE_YES))
             elif tx.state == ABORTED:
                 self._move(out, tx, "late prepare")
@@ -348,7 +380,8 @@ class Participant:
         self.store.lock(tx.id, tx.start_ts, list(writes), tx.reads)
         self._move(out, tx, "prepare ok")
         out.log("PREPARE", {"tx": tx.id, "coordinator": tx.coordinator, "start_ts": tx.start_ts,
-                            "writes": b["writes"], "reads": tx.reads}, force=True)
+                            "writes": b["writes"], "reads": tx.reads},
+                force=self.rules.force_prepare)
         out.send(self._reply(tx, VOTE_YES))
         out.timer(("decision", tx.id), self.timing.decision_timeout)
         return out
@@ -361,7 +394,7 @@ class Participant:
             # COMMITTED record is surely durable.
             if tx is not None:
                 self._move(out, tx, "commit again")
-            out.force = True
+            out.force = self.rules.force_commit
             out.send(Message(self.node_id, msg.src, ACK, msg.tx, {}))
             return out
         if tx.state not in (PREPARED, IN_DOUBT):
@@ -373,7 +406,7 @@ class Participant:
         tx.commit_ts = ts
         self._move(out, tx, "commit")
         out.cancel += [("decision", tx.id), ("status", tx.id)]
-        out.log("COMMIT", {"tx": tx.id, "commit_ts": ts}, force=True)
+        out.log("COMMIT", {"tx": tx.id, "commit_ts": ts}, force=self.rules.force_commit)
         out.send(self._reply(tx, ACK))
         out.note(role="participant", tx=tx.id, event="released", keys=list(tx.writes))
         return out

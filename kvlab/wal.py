@@ -43,11 +43,14 @@ class LogRecord:
     data: dict[str, Any]
 
 
+_dumps = json.JSONEncoder(separators=(",", ":")).encode  # insertion order is deterministic
+_LEN = struct.Struct("<I")
+
+
 def encode(lsn: int, type_: str, data: dict[str, Any]) -> bytes:
-    payload = json.dumps({"lsn": lsn, "type": type_, "data": data}, separators=(",", ":"),
-                         sort_keys=True).encode()
-    length = _HEADER.pack(len(payload), 0)[:4]
-    return _HEADER.pack(len(payload), zlib.crc32(payload, zlib.crc32(length))) + payload
+    payload = _dumps({"lsn": lsn, "type": type_, "data": data}).encode()
+    length = _LEN.pack(len(payload))
+    return length + _LEN.pack(zlib.crc32(payload, zlib.crc32(length))) + payload
 
 
 def _frame_at(buf: bytes, off: int) -> tuple[dict[str, Any], int] | None:
