@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from kvlab.messages import TSO, Message
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, repr=False)
 class Envelope:
     """A message in flight, with the network's id for it (what deliver()/drop() take)."""
 
@@ -40,6 +40,8 @@ class Envelope:
 
     def __str__(self) -> str:
         return f"#{self.id} {self.src}->{self.dst} {self.msg.label} (due t={self.due})"
+
+    __repr__ = __str__
 
 
 class Network:
