@@ -148,7 +148,7 @@ def run(kind: str = "bank", transactions: int = 1000, concurrency: int = 8, keys
                 if batch[i][4] >= (1 if kind == "bank" else len(ks)):
                     pending.remove(i)
             handles = []
-            for node, tx, ro, ks, _ in batch:
+            for node, tx, *_ in batch:
                 try:
                     handles.append(node.commit_async(tx))
                 except TransactionClosed:
