@@ -214,11 +214,12 @@ class Node:
     def commit_async(self, tx: str) -> CommitHandle:
         """Send the PREPAREs and return at once; step or run the cluster to make progress."""
         c = self.cluster
+        core = c._live(self.id)
+        core.active(tx)  # raise before anything reaches the trace
         call = next(c._calls)
-        c._apply(self.id, c._live(self.id).handle(Commit(call, tx)))
-        c._commit_calls[call] = (self.id, tx)
         c._record_call(self.id, "commit", tx=tx)
-        c._settle(call)
+        c._commit_calls[call] = (self.id, tx)
+        c._apply(self.id, core.handle(Commit(call, tx)))
         return CommitHandle(c, self.id, tx, call)
 
     def rollback(self, tx: str) -> None:

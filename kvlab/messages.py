@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 # Message kinds. Strings rather than an Enum so traces stay plain JSON.
 TS_REQUEST = "TS_REQUEST"  # node -> tso: give me a timestamp
@@ -24,15 +23,16 @@ KINDS = (TS_REQUEST, TS_REPLY, READ, READ_REPLY, PREPARE, VOTE_YES, VOTE_NO, COM
 TSO = "tso"  # network address of the timestamp oracle
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
-    """A message between two addresses; ``body`` holds kind-specific fields (JSON-able)."""
+class Message(NamedTuple):
+    """A message between two addresses; ``body`` holds kind-specific fields (JSON-able).
+
+    Immutable (a named tuple: cheap to create, and the simulator creates a great many)."""
 
     src: str
     dst: str
     kind: str
     tx: str | None = None
-    body: dict[str, Any] = field(default_factory=dict)
+    body: dict[str, Any] = {}  # never mutated: every sender builds a fresh dict
 
     @property
     def label(self) -> str:

@@ -164,7 +164,7 @@ class NodeCore:
         self.coordinator = Coordinator(node_id, config.timing, config.rules)
         self.participant = Participant(node_id, self.store, config.timing, config.rules)
         self.waiting: list[_Waiting] = []
-        self._begins: dict[int, str] = {}  # call -> isolation, awaiting a start timestamp
+        self._begins: dict[int, list] = {}  # call -> [isolation, attempt], awaiting a timestamp
         self._reads: dict[int, _PendingRead] = {}  # call -> read awaiting ts or a remote reply
         self.max_ts = 0
 
@@ -242,9 +242,9 @@ class NodeCore:
 
     def _begin(self, inp: Begin) -> Outputs:
         out = Outputs()
-        self._begins[inp.call] = inp.isolation
+        self._begins[inp.call] = [inp.isolation, 0]
         out.send(Message(self.id, TSO, TS_REQUEST, None, {"purpose": "begin", "call": inp.call}))
-        out.timer(("ts-retry", inp.call, 0), self.config.timing.retry_interval)
+        out.timer(("ts-retry", inp.call), self.config.timing.retry_interval)
         return out
 
     def _ts_reply(self, msg: Message) -> Outputs:
@@ -255,7 +255,8 @@ class NodeCore:
         if purpose == "commit":
             return self._after_locks_change(self.coordinator.on_commit_ts(msg.tx, ts))
         if purpose == "begin" and call in self._begins:
-            isolation = self._begins.pop(call)
+            isolation = self._begins.pop(call)[0]
+            out.cancel.append(("ts-retry", call))
             tx_id = f"T{ts}"
             self.coordinator.txs[tx_id] = CoordTx(tx_id, ts, isolation)
             out.note(role="coordinator", tx=tx_id, event="begin", old=None, new=ACTIVE)
@@ -278,7 +279,7 @@ class NodeCore:
         if tx.isolation == "read_committed":  # a fresh snapshot for every statement
             out.send(Message(self.id, TSO, TS_REQUEST, tx.id,
                              {"purpose": "read", "call": inp.call}))
-            out.timer(("read-retry", inp.call, 0), self.config.timing.retry_interval)
+            out.timer(("read-retry", inp.call), self.config.timing.retry_interval)
             return out
         self._reads[inp.call].ts = tx.start_ts
         return self._start_read(inp.call)
@@ -288,12 +289,14 @@ class NodeCore:
         owner = self.owner(r.key)
         if owner == self.id:
             del self._reads[call]
-            return self._serve_read(r.key, r.ts, r.tx, call=call)
+            out = self._serve_read(r.key, r.ts, r.tx, call=call)
+            out.cancel.append(("read-retry", call))  # set while a read-committed ts was due
+            return out
         out = Outputs()
         out.send(Message(self.id, owner, READ, r.tx, {"key": r.key, "ts": r.ts, "req": call}))
-        if not any(k[0] == "read-retry" and k[1] == call for k, _ in out.timers):
-            out.timer(("read-retry", call, r.attempt), self.config.timing.retry_interval)
+        out.timer(("read-retry", call), self.config.timing.retry_interval)
         return out
+
 
     def _serve_read(self, key: str, ts: int, tx: str, call: int | None = None,
                     requester: str | None = None, req: int | None = None) -> Outputs:
@@ -318,6 +321,7 @@ class NodeCore:
         out = Outputs()
         call = msg.body["req"]
         if self._reads.pop(call, None) is not None:
+            out.cancel.append(("read-retry", call))
             b = msg.body
             out.reply(call, ReadResult(b["value"], b["writer"], b["version_ts"], b["deleted"]))
         return out
@@ -369,11 +373,15 @@ class NodeCore:
         if kind in ("decision", "status"):
             return self.participant.on_timer(key)
         out = Outputs()
-        call, attempt = key[1], key[2]
+        call = key[1]
         if kind == "ts-retry" and call in self._begins:
+            self._begins[call][1] += 1
+            attempt = self._begins[call][1]
             out.send(Message(self.id, TSO, TS_REQUEST, None, {"purpose": "begin", "call": call}))
         elif kind == "read-retry" and call in self._reads:
             r = self._reads[call]
+            r.attempt += 1
+            attempt = r.attempt
             if r.ts is None:
                 out.send(Message(self.id, TSO, TS_REQUEST, r.tx,
                                  {"purpose": "read", "call": call}))
@@ -382,9 +390,8 @@ class NodeCore:
                                  {"key": r.key, "ts": r.ts, "req": call}))
         else:
             return out
-        if attempt + 1 < self.config.timing.max_retries:
-            out.timer((kind, call, attempt + 1),
-                      self.config.timing.retry_interval << (attempt + 1))
+        if attempt < self.config.timing.max_retries:
+            out.timer((kind, call), self.config.timing.retry_interval << attempt)
         return out
 
     # -- placement --------------------------------------------------------------------------
