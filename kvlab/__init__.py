@@ -9,10 +9,22 @@
 True
 """
 
+from kvlab import scenarios, workloads
+from kvlab.checker import Anomaly, CheckReport, check
 from kvlab.cluster import Cluster, CommitHandle, Node, Outcome, initialize, reset_default
-from kvlab.errors import (CorruptLog, InvalidKey, InvalidValue, KvlabError, MessageNotFound,
-                          NodeUnavailable, ProtocolError, SimulationTimeout, TransactionClosed,
-                          TransactionNotFound, UnknownNode)
+from kvlab.errors import (
+                          CorruptLog,
+                          InvalidKey,
+                          InvalidValue,
+                          KvlabError,
+                          MessageNotFound,
+                          NodeUnavailable,
+                          ProtocolError,
+                          SimulationTimeout,
+                          TransactionClosed,
+                          TransactionNotFound,
+                          UnknownNode,
+)
 from kvlab.history import History
 from kvlab.twopc import Rules, Timing
 from kvlab.wal import TornTailWarning
@@ -21,6 +33,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Cluster", "Node", "CommitHandle", "Outcome", "initialize", "reset_default", "History",
+    "check", "CheckReport", "Anomaly", "scenarios", "workloads",
     "Timing", "Rules", "TornTailWarning", "KvlabError", "TransactionNotFound", "TransactionClosed",
     "NodeUnavailable", "UnknownNode", "InvalidKey", "InvalidValue", "CorruptLog",
     "SimulationTimeout", "MessageNotFound", "ProtocolError",

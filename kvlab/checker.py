@@ -1,0 +1,704 @@
+"""Find isolation anomalies in a history, and explain each one in plain words.
+
+:func:`check` builds Adya's direct serialization graph -- committed transactions as nodes, one
+edge per dependency that forces an order -- and reports the anomalies that the chosen level
+forbids, each with the shortest cycle found and one sentence per edge saying why that edge
+forces its order.  Names follow Adya's thesis and Hermitage; the list-append trick is Elle's.
+
+An edge ``src -> dst`` means src must come before dst in any equivalent serial order:
+
+* ``ww``: dst overwrote (or appended after) src's version of the key;
+* ``wr``: dst read the version src wrote;
+* ``rw``: src read a version that dst then overwrote (an anti-dependency).
+
+==================  ===============================================  ==============
+anomaly             meaning                                          forbidden from
+==================  ===============================================  ==============
+G0                  cycle of ww edges only (dirty write)             read_committed
+G1a                 read a value written by an aborted transaction   read_committed
+G1b                 read a value its writer later overwrote          read_committed
+G1c                 cycle of ww/wr edges with a wr edge              read_committed
+incompatible-order  list reads that no single order of appends fits  read_committed
+lost-update         two transactions read one version and both       snapshot
+                    wrote the key (P4)
+G-single            cycle with exactly one rw edge (read skew)       snapshot
+G2-item             cycle with two or more rw edges (write skew)     serializable
+==================  ===============================================  ==============
+
+Histories
+---------
+Pass a :class:`kvlab.history.History` as the engine records it (every read names the
+``writer`` of the version it saw), or plain JSON-friendly data, one dict per transaction::
+
+    [{"id": "T1", "status": "committed", "ops": [["w", "x", 1], ["r", "y", None]]},
+     {"id": "T2", "ops": [["r", "x", 1], ["append", "l", 3], ["r", "l", [1, 3]]]}]
+
+``id`` (a string) and ``ops`` are required; ``status`` ("committed" by default, "aborted" or
+"active"), ``node``, ``isolation``, ``start_ts``, ``commit_ts`` and ``reason`` are optional.
+An op is ``[kind, key, value]``, optionally followed by a dict with ``writer``, ``version_ts``
+and ``deleted`` (which :meth:`History.to_plain` emits).  Each key has one of two flavours:
+
+* Registers: ``["w", key, value]`` and ``["r", key, value]``.  A read's writer is whoever wrote
+  that value to that key, so give every write to a key a unique value; ``None`` is the initial,
+  never-written state.  Versions are ordered by ``commit_ts`` when committed writers have one
+  (read-only transactions may omit it), else by position: **list committed transactions in
+  commit order**.  As that order is given rather than observed, G0 can only show up in lists.
+* Lists: ``["append", key, element]`` adds a unique int or str; ``["r", key, [...]]`` reads the
+  whole list.  The longest list read fixes the order of appends, so reads reveal the version
+  order instead of trusting timestamps (appends that no read shows stay unordered).
+
+Limits: one example cycle per anomaly per strongly connected component (the shortest found;
+G2-item only where no cycle has fewer than two rw edges); no predicate reads (phantoms), no
+checks inside a single transaction, no real-time order.
+"""
+
+from __future__ import annotations
+
+import heapq
+import re
+import textwrap
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property, partial
+from itertools import pairwise
+from typing import Any
+
+import networkx as nx
+
+from kvlab.errors import KvlabError
+from kvlab.history import History, InvalidHistory, Op, Txn
+
+__all__ = ["LEVELS", "Anomaly", "CheckReport", "InvalidHistory", "InvalidLevel", "check"]
+
+Edge = tuple[str, str, str, str]  # (src, dst, type, key): src must come before dst
+
+_READ_COMMITTED = frozenset({"G0", "G1a", "G1b", "G1c", "incompatible-order"})
+LEVELS: dict[str, frozenset[str]] = {
+    "read_committed": _READ_COMMITTED,
+    "snapshot": _READ_COMMITTED | {"lost-update", "G-single"},
+    "serializable": _READ_COMMITTED | {"lost-update", "G-single", "G2-item"},
+}
+NICKNAMES = {  # also the severity order of reports
+    "G0": "dirty write",
+    "G1a": "aborted read",
+    "G1b": "intermediate read",
+    "G1c": "circular information flow",
+    "incompatible-order": "incompatible order",
+    "lost-update": "P4",
+    "G-single": "read skew",
+    "G2-item": "write skew",
+}
+_WHY = {
+    "G0": "Only write-write edges: the writes interleaved. Every level forbids this.",
+    "G1c": "Only write and read dependencies: each saw the other's effects. Every level forbids "
+    "this.",
+    "G-single": "Exactly one anti-dependency (rw) edge. Snapshot isolation forbids this; read "
+    "committed allows it.",
+    "G2-item": "Two or more anti-dependency (rw) edges. Snapshot isolation allows this; "
+    "serializable forbids it.",
+}
+_MORE_STARTS = 64  # searches tried after a first cycle, hunting a shorter one
+_SHOW = 20  # anomalies printed per section of a report
+
+
+class InvalidLevel(KvlabError):
+    """The isolation level is not one the checker knows."""
+
+
+@dataclass
+class Anomaly:
+    """One anomaly: who took part, the cycle that proves it (if any), and why, in words."""
+
+    name: str
+    txns: list[str]
+    cycle: list[Edge] = field(default_factory=list)
+    explanation: str = ""
+    keys: list[str] = field(default_factory=list)
+
+    @property
+    def title(self) -> str:
+        return f"{self.name} ({NICKNAMES[self.name]})"
+
+    def __str__(self) -> str:
+        lines = [f"{self.title}: {', '.join(self.txns)} on {', '.join(self.keys)}"]
+        if self.cycle:
+            lines.append(f"  cycle: {_arrows(self.cycle)}")
+        lines += textwrap.wrap(self.explanation, 96, initial_indent="  ", subsequent_indent="  ",
+                               break_on_hyphens=False)
+        return "\n".join(lines)
+
+
+@dataclass
+class CheckReport:
+    """The verdict at one level; ``allowed`` lists anomalies found that the level permits."""
+
+    level: str
+    ok: bool
+    anomalies: list[Anomaly]
+    allowed: list[Anomaly]
+    stats: dict[str, int] = field(default_factory=dict)
+    _make_graph: Callable[[], nx.MultiDiGraph] = field(default=nx.MultiDiGraph, repr=False,
+                                                       compare=False)
+
+    @cached_property
+    def graph(self) -> nx.MultiDiGraph:
+        """Committed transactions and typed, keyed edges; built on first use, as building a
+        networkx graph costs more than the whole check."""
+        return self._make_graph()
+
+    def __bool__(self) -> bool:  # so `assert check(h)` works and `if check(h):` is not a trap
+        return self.ok
+
+    @property
+    def headline(self) -> str:
+        n = len(self.anomalies)
+        verdict = "OK" if self.ok else f"FAIL, {n} forbidden anomal{'y' if n == 1 else 'ies'}"
+        s = self.stats
+        return (f"{verdict} at level {self.level!r} ({s['committed']} committed and "
+                f"{s['aborted']} aborted transactions, {s['edges']} dependencies)")
+
+    def __str__(self) -> str:
+        lines = [self.headline]
+        for title, found in (("Forbidden", self.anomalies), ("Allowed", self.allowed)):
+            if found:
+                lines.append(f"{title} at {self.level}:")
+                shown = enumerate(found[:_SHOW], 1)
+                lines += [textwrap.indent(f"{i}. {a}", "  ") for i, a in shown]
+                if len(found) > _SHOW:
+                    lines.append(f"  ... and {len(found) - _SHOW} more")
+        return "\n".join(lines)
+
+    def _repr_markdown_(self) -> str:
+        lines = [f"{'✅' if self.ok else '❌'} **{_md(self.headline)}**"]
+        rows = [("forbidden", a) for a in self.anomalies[:_SHOW]]
+        rows += [("allowed", a) for a in self.allowed[:_SHOW]]
+        if rows:
+            lines += ["", "| | anomaly | transactions | cycle | why |", "|---|---|---|---|---|"]
+            lines += [f"| {kind} | {_md(a.title)} | {_md(', '.join(a.txns))} | "
+                      f"{_md(_arrows(a.cycle))} | {_md(a.explanation)} |" for kind, a in rows]
+        return "\n".join(lines)
+
+
+def check(history: History | Sequence[dict[str, Any]], level: str = "snapshot") -> CheckReport:
+    """Judge ``history`` at ``level`` ("read_committed", "snapshot" or "serializable").
+
+    The default is snapshot isolation because that is what kvlab's engine promises; ask for
+    "serializable" to see write skew fail too.  Plain data goes through History.from_plain.
+    """
+    name = _level_name(level)
+    if not isinstance(history, History):
+        history = History.from_plain(history)
+    deps = _Dependencies(history)
+    found = list(deps.direct.values())
+    found += [_cycle_anomaly(kind, cycle, deps) for kind, cycle in _find_cycles(deps)]
+    found.sort(key=lambda a: (list(NICKNAMES).index(a.name), [_natural(t) for t in a.txns],
+                              [_natural(k) for k in a.keys], a.explanation))
+    forbidden = [a for a in found if a.name in LEVELS[name]]
+    allowed = [a for a in found if a.name not in LEVELS[name]]
+    stats = {s: sum(t.status == s for t in history) for s in ("committed", "aborted", "active")}
+    stats["edges"] = len(deps.edges)
+    return CheckReport(name, not forbidden, forbidden, allowed, stats,
+                       partial(_graph, deps.committed, deps.edges))
+
+
+def _level_name(level: str) -> str:
+    name = level.strip().lower().replace("-", "_").replace(" ", "_") if isinstance(level, str) \
+        else ""
+    if name not in LEVELS:
+        raise InvalidLevel(f"unknown isolation level {level!r}; use one of "
+                           f"{', '.join(map(repr, LEVELS))}")
+    return name
+
+
+class _Dependencies:
+    """Every dependency edge of a history, the values behind them, and the non-cycle anomalies.
+
+    Built in one pass over the ops, so checking stays near-linear in the size of the history.
+    """
+
+    def __init__(self, history: History) -> None:
+        self.history = history
+        self.committed = _commit_order(history)
+        self.rank = {t.id: i for i, t in enumerate(self.committed)}
+        self.edges: dict[Edge, None] = {}
+        self.saw: dict[Edge, tuple[Any, str | None]] = {}  # wr/rw edge -> (value read, writer)
+        self.wrote: dict[tuple[str, str], Any] = {}  # (txn, key) -> its last value or element
+        self.writers: dict[str, list[str]] = defaultdict(list)  # key -> committed, in rank order
+        self.appender: dict[tuple[str, Any], str] = {}  # (key, element) -> txn
+        self.lists: set[str] = set()
+        self.lost: set[tuple[str, str]] = set()  # (txn, key) in a lost update
+        self.direct: dict[tuple[str, ...], Anomaly] = {}
+        reads = self._index()
+        for key in dict.fromkeys([*self.writers, *reads]):
+            if key in self.lists:
+                self._list_key(key, reads.get(key, []))
+            else:
+                self._register_key(key, reads.get(key, []))
+
+    def _index(self) -> dict[str, list[tuple[Txn, Op]]]:
+        reads: dict[str, list[tuple[Txn, Op]]] = defaultdict(list)
+        flavour: dict[str, str] = {}
+        for txn in self.history:
+            if txn.status not in ("committed", "aborted", "active"):
+                raise InvalidHistory(f"{txn.id} has status {txn.status!r}; use 'committed', "
+                                     "'aborted' or 'active'")
+            for op in txn.ops:
+                if op.kind == "r":
+                    if txn.id in self.rank:
+                        reads[op.key].append((txn, op))
+                    continue
+                self._note_write(txn, op, flavour)
+        for txn in self.committed:
+            for key in dict.fromkeys(op.key for op in txn.ops if op.kind != "r"):
+                self.writers[key].append(txn.id)
+        return reads
+
+    def _note_write(self, txn: Txn, op: Op, flavour: dict[str, str]) -> None:
+        if op.kind not in ("w", "append"):
+            raise InvalidHistory(f"{txn.id} has an op of kind {op.kind!r}; use 'r', 'w' or "
+                                 "'append'")
+        if flavour.setdefault(op.key, op.kind) != op.kind:
+            raise InvalidHistory(f"key {op.key!r} is both written ('w') and appended to "
+                                 "('append'); use one flavour per key")
+        self.wrote[txn.id, op.key] = op.value
+        if op.kind == "append":
+            if isinstance(op.value, (list, dict)):
+                raise InvalidHistory(f"{txn.id} appends {op.value!r} to {op.key}; list elements "
+                                     "are ints or strings")
+            if (op.key, op.value) in self.appender:
+                raise InvalidHistory(f"{op.value!r} is appended to {op.key!r} twice; list "
+                                     "elements must be unique per key")
+            self.appender[op.key, op.value] = txn.id
+            self.lists.add(op.key)
+
+    def _edge(self, edge: Edge, value: Any = None, observed: str | None = None) -> None:
+        self.edges[edge] = None
+        if edge[2] != "ww":
+            self.saw.setdefault(edge, (value, observed))
+
+    def _chain(self, key: str, chain: list[str]) -> None:
+        for a, b in pairwise(chain):
+            self._edge((a, b, "ww", key))
+
+    def _committed_writer(self, reader: Txn, op: Op, writer: str) -> bool:
+        """Whether ``writer`` committed; if not, the read is G1a."""
+        if writer not in self.history:
+            raise InvalidHistory(f"{reader.id}'s read of {op.key} names writer {writer!r}, which "
+                                 "is not in the history; add it, or use None for the initial state")
+        if writer in self.rank:
+            return True
+        fate = "aborted" if self.history[writer].status == "aborted" else "never committed"
+        self._direct("G1a", [reader.id, writer], op.key,
+                     f"{reader.id} read {op.key}={_show(op.value)} written by {writer}, which "
+                     f"{fate}: {reader.id} saw data that never became part of the database. Every "
+                     "level forbids this.")
+        return False
+
+    def _direct(self, name: str, txns: list[str], key: str, explanation: str,
+                cycle: list[Edge] | None = None) -> None:
+        txns = sorted(set(txns), key=_natural)
+        self.direct.setdefault((name, key, *txns), Anomaly(name, txns, cycle or [], explanation,
+                                                           [key]))
+
+    def _anti(self, reader: str, key: str, value: Any, observed: str | None, chain: list[str],
+              at: int) -> None:
+        """rw edge from a reader of version ``chain[at]`` to the writer of the next version."""
+        if at + 1 < len(chain) and chain[at + 1] != reader:
+            self._edge((reader, chain[at + 1], "rw", key), value, observed)
+
+    def _register_key(self, key: str, reads: list[tuple[Txn, Op]]) -> None:
+        chain = self.writers.get(key, [])
+        position = {t: i for i, t in enumerate(chain)}
+        self._chain(key, chain)
+        read_then_wrote: dict[int, dict[str, Any]] = defaultdict(dict)
+        for reader, op in reads:
+            writer = op.writer
+            if writer == reader.id:
+                continue
+            if writer is None:
+                at = -1
+            elif not self._committed_writer(reader, op, writer):
+                continue
+            elif (writer, key) not in self.wrote:
+                raise InvalidHistory(f"{reader.id}'s read of {key} names writer {writer}, which "
+                                     f"never wrote {key}")
+            else:
+                at = position[writer]
+                self._edge((writer, reader.id, "wr", key), op.value, writer)
+                if op.value != self.wrote[writer, key]:
+                    self._intermediate(reader, op, writer)
+            self._anti(reader.id, key, op.value, writer, chain, at)
+            if (reader.id, key) in self.wrote:
+                read_then_wrote[at].setdefault(reader.id, op.value)
+        for at, readers in read_then_wrote.items():
+            overwriters = {t: v for t, v in readers.items() if position[t] > at}
+            if len(overwriters) > 1:
+                self._lost_update(key, chain, position, at, overwriters)
+
+    def _intermediate(self, reader: Txn, op: Op, writer: str) -> None:
+        final = self.wrote[writer, op.key]
+        if op.key not in self.lists and all(
+                w.value != op.value for w in self.history[writer].ops
+                if w.key == op.key and w.kind == "w"):
+            raise InvalidHistory(f"{reader.id} read {op.key}={op.value!r} from {writer}, but "
+                                 f"{writer} never wrote that value to {op.key}")
+        later = "appended" if op.key in self.lists else f"overwrote {op.key} with"
+        self._direct("G1b", [reader.id, writer], op.key,
+                     f"{reader.id} read {op.key}={_show(op.value)} written by {writer}, but "
+                     f"{writer} later {later} {_show(final)} before committing: {reader.id} saw a "
+                     "state that never existed in the database. Every level forbids this.")
+
+    def _lost_update(self, key: str, chain: list[str], position: dict[str, int], at: int,
+                     readers: dict[str, Any]) -> None:
+        members = sorted(readers, key=position.__getitem__)
+        second = members[1]
+        cycle = [(second, chain[at + 1], "rw", key)]
+        cycle += [(chain[i], chain[i + 1], "ww", key) for i in range(at + 1, position[second])]
+        source = "the initial value" if at < 0 else f"written by {chain[at]}"
+        wrote = ", ".join(f"{t}: {key}={_show(self.wrote[t, key])}" for t in members)
+        first, last = members[0], members[-1]
+        lost = (f"{last} overwrote {key} without having seen {first}'s update, so it is lost"
+                if len(members) == 2 else f"each overwrote {key} without having seen the others' "
+                f"updates, so only {last}'s survives")
+        self.lost.update((t, key) for t in members)
+        self._direct("lost-update", members, key,
+                     f"{_and(members)} {'both' if len(members) == 2 else 'all'} read "
+                     f"{key}={_show(readers[first])} ({source}) and then wrote {key} ({wrote}); "
+                     f"{lost}. Snapshot isolation forbids this (first committer wins); read "
+                     "committed allows it.", _rotate(cycle))
+
+    def _list_key(self, key: str, reads: list[tuple[Txn, Op]]) -> None:
+        whole: list[tuple[Txn, Op, list[Any]]] = []
+        for reader, op in reads:
+            value = self._list_value(reader, op)
+            if len(set(value)) == len(value):
+                whole.append((reader, op, value))
+            else:
+                self._direct("incompatible-order", [reader.id], key,
+                             f"{reader.id} read {key}={_show(value)}, in which an element appears "
+                             "twice, but every element is appended once. Every level forbids this.")
+        longest_reader, _, longest = max(whole, key=lambda r: len(r[2]), default=(None, None, []))
+        chain: list[str] = []
+        run_at: list[int] = []  # element position -> index in chain of the run it belongs to
+        for element in longest:
+            writer = self.appender[key, element]
+            if writer in self.rank and (not chain or chain[-1] != writer):
+                chain.append(writer)
+            run_at.append(len(chain) - 1)
+        self._chain(key, chain)
+        clashes = []
+        for reader, op, value in whole:
+            seen = len(value)
+            while seen and self.appender[key, value[seen - 1]] == reader.id:
+                seen -= 1  # the reader's own appends
+            writer = self.appender[key, value[seen - 1]] if seen else None
+            others = dict.fromkeys(self.appender[key, e] for e in value[:seen])
+            if [w for w in others if w != reader.id and not self._committed_writer(reader, op, w)]:
+                continue  # read aborted data: G1a
+            if writer is not None:
+                self._edge((writer, reader.id, "wr", key), value, writer)
+                if value[seen - 1] != self.wrote[writer, key]:
+                    self._intermediate(reader, op, writer)
+            if value[:seen] != longest[:seen]:
+                clashes.append((reader.id, value))
+            else:
+                self._anti(reader.id, key, value, writer, chain, run_at[seen - 1] if seen else -1)
+        if clashes and longest_reader is not None:
+            (first, value), more = clashes[0], len(clashes) - 1
+            self._direct("incompatible-order", [longest_reader.id, *(c[0] for c in clashes)], key,
+                         f"{first} read {key}={_show(value)} but {longest_reader.id} read "
+                         f"{key}={_show(longest)}: neither list is a prefix of the other, so no "
+                         f"single order of appends to {key} explains both"
+                         + (f" ({more} more reads of {key} disagree)" if more else "")
+                         + ". Every level forbids this.")
+
+    def _list_value(self, reader: Txn, op: Op) -> list[Any]:
+        value = [] if op.value is None else op.value
+        if not isinstance(value, list):
+            raise InvalidHistory(f"{reader.id} read {op.key}={op.value!r}, but {op.key} is a "
+                                 "list-append key: its reads return the whole list")
+        for element in value:
+            if isinstance(element, (list, dict)) or (op.key, element) not in self.appender:
+                raise InvalidHistory(f"{reader.id} read {op.key}={value!r}, but no transaction "
+                                     f"appends {element!r} to {op.key}")
+        return value
+
+
+def _graph(committed: list[Txn], edges: Iterable[Edge]) -> nx.MultiDiGraph:
+    g = nx.MultiDiGraph()
+    g.add_nodes_from((t.id, {"node": t.node, "isolation": t.isolation, "start_ts": t.start_ts,
+                             "commit_ts": t.commit_ts}) for t in committed)
+    g.add_edges_from((u, v, {"type": kind, "key": key}) for u, v, kind, key in edges)
+    return g
+
+
+def _commit_order(history: History) -> list[Txn]:
+    """Committed transactions in version order: by commit_ts if writers have one, else as listed.
+
+    Read-only transactions need no commit_ts (kvlab's skip two-phase commit); they go by start_ts,
+    else just after the transaction listed before them.
+    """
+    committed = history.committed
+    stamped = next((t for t in committed if t.commit_ts is not None), None)
+    if stamped is None:
+        return committed
+    when: dict[str, float] = {}
+    last = float("-inf")
+    for t in committed:
+        if t.commit_ts is None and any(op.kind != "r" for op in t.ops):
+            raise InvalidHistory(f"{t.id} writes but has no commit_ts, while {stamped.id} has one; "
+                                 "give every committed writer a commit_ts, or give none and list "
+                                 "transactions in commit order")
+        last = when[t.id] = next((ts for ts in (t.commit_ts, t.start_ts) if ts is not None), last)
+    return sorted(committed, key=lambda t: when[t.id])
+
+
+def _find_cycles(deps: _Dependencies) -> list[tuple[str, list[Edge]]]:
+    succ: dict[str, list[Edge]] = {t: [] for t in deps.rank}
+    for edge in deps.edges:
+        succ[edge[0]].append(edge)
+    found = []
+    for scc in _sccs(deps.rank, lambda u: [e[1] for e in succ[u]]):
+        if len(scc) > 1:  # a cycle never leaves its strongly connected component
+            found += _classify(set(scc), succ, deps)
+    return found
+
+
+def _classify(scc: set[str], succ: dict[str, list[Edge]], deps: _Dependencies
+              ) -> list[tuple[str, list[Edge]]]:
+    """The shortest cycle found of each kind within one strongly connected component."""
+    rank = deps.rank
+    nodes = sorted(scc, key=rank.__getitem__)
+    for u in nodes:
+        succ[u].sort(key=lambda e: (rank[e[1]], e[2], e[3]))
+    edges = [e for u in nodes for e in succ[u] if e[1] in scc]
+    found = []
+    ww = _component_ids(nodes, succ, {"ww"}, scc)
+    cycle, _ = _shortest_cycle([e for e in edges if e[2] == "ww" and ww[e[0]] == ww[e[1]]], succ,
+                               {"ww"}, lambda e: lambda x: ww.get(x) == ww[e[0]])
+    if cycle:
+        found.append(("G0", cycle))
+    wwwr = _component_ids(nodes, succ, {"ww", "wr"}, scc)
+    cycle, _ = _shortest_cycle([e for e in edges if e[2] == "wr" and wwwr[e[0]] == wwwr[e[1]]],
+                               succ, {"ww", "wr"}, lambda e: lambda x: wwwr.get(x) == wwwr[e[0]])
+    if cycle:
+        found.append(("G1c", cycle))
+    # An rw edge u -> v closes a G-single cycle only if v reaches u through ww/wr edges, which
+    # needs v's component no later than u's in a topological order of the condensation.
+    topo = _topological_positions(nodes, wwwr, edges)
+
+    def window(e: Edge) -> Callable[[str], bool]:
+        last = topo[wwwr[e[0]]]
+        return lambda x: x in wwwr and topo[wwwr[x]] <= last
+
+    cycle, lost = _shortest_cycle(
+        [e for e in edges if e[2] == "rw" and topo[wwwr[e[1]]] <= topo[wwwr[e[0]]]], succ,
+        {"ww", "wr"}, window, accept=lambda c: not _is_lost_update(c, deps.lost))
+    if cycle:
+        found.append(("G-single", cycle))
+    if not found and not lost:  # every cycle here has two or more rw edges
+        cycle, _ = _shortest_cycle([e for e in edges if e[2] == "rw"], succ, {"ww", "wr", "rw"},
+                                   lambda e: scc.__contains__)
+        if cycle:
+            found.append(("G2-item", cycle))
+    return found
+
+
+def _is_lost_update(cycle: list[Edge], lost: set[tuple[str, str]]) -> bool:
+    """A one-key G-single cycle whose reader lost an update is already reported as lost-update."""
+    rw = [e for e in cycle if e[2] == "rw"]
+    return len({e[3] for e in cycle}) == 1 and (rw[0][0], rw[0][3]) in lost
+
+
+def _shortest_cycle(candidates: list[Edge], succ: dict[str, list[Edge]], types: set[str],
+                    keep_for: Callable[[Edge], Callable[[str], bool]],
+                    accept: Callable[[list[Edge]], bool] = lambda c: True,
+                    ) -> tuple[list[Edge] | None, bool]:
+    """The shortest accepted cycle made of one candidate edge and a path back of ``types`` edges.
+
+    Also says whether some cycle was rejected.  Each candidate costs one BFS.  Until a cycle is
+    found every candidate is tried, which keeps the verdict exact; after that only a bounded
+    number more, hunting a shorter one, so a tangled component costs little beyond its size.
+    """
+    rejected = False
+    for e in candidates:  # a 2-cycle cannot be beaten, and finding one costs O(edges)
+        for back in succ[e[1]]:
+            if back[1] == e[0] and back[2] in types:
+                if accept([e, back]):
+                    return [e, back], rejected
+                rejected = True
+    best: list[Edge] | None = None
+    tries = 0
+    for e in candidates:
+        if best is not None and (len(best) == 3 or tries == _MORE_STARTS):
+            break
+        tries += best is not None
+        path = _bfs(e[1], e[0], succ, types, keep_for(e), None if best is None else len(best) - 2)
+        if path is None:
+            continue
+        if not accept([e, *path]):
+            rejected = True
+        elif best is None or len(path) + 1 < len(best):
+            best = [e, *path]
+    return best, rejected
+
+
+def _bfs(start: str, goal: str, succ: dict[str, list[Edge]], types: set[str],
+         keep: Callable[[str], bool], limit: int | None) -> list[Edge] | None:
+    """Shortest path of at most ``limit`` edges, through nodes that ``keep`` accepts."""
+    parent: dict[str, Edge | None] = {start: None}
+    frontier = [start]
+    depth = 0
+    while frontier and (limit is None or depth < limit):
+        depth += 1
+        following = []
+        for x in frontier:
+            for e in succ[x]:
+                y = e[1]
+                if e[2] in types and y not in parent and keep(y):
+                    parent[y] = e
+                    if y == goal:
+                        path = []
+                        while parent[y] is not None:
+                            path.append(parent[y])
+                            y = parent[y][0]
+                        return path[::-1]
+                    following.append(y)
+        frontier = following
+    return None
+
+
+def _sccs(nodes: Iterable[str], succ: Callable[[str], list[str]]) -> list[list[str]]:
+    """Tarjan's strongly connected components, iteratively (deep histories overflow recursion)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    components = []
+    for root in nodes:
+        if root in index:
+            continue
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        work = [(root, iter(succ(root)))]
+        while work:
+            v, children = work[-1]
+            for w in children:
+                if w not in index:
+                    index[w] = low[w] = len(index)
+                    stack.append(w)
+                    on_stack.add(w)
+                    work.append((w, iter(succ(w))))
+                    break
+                if w in on_stack:
+                    low[v] = min(low[v], index[w])
+            else:
+                work.pop()
+                if work:
+                    low[work[-1][0]] = min(low[work[-1][0]], low[v])
+                if low[v] == index[v]:
+                    component = []
+                    while not component or component[-1] != v:
+                        component.append(stack.pop())
+                        on_stack.discard(component[-1])
+                    components.append(component)
+    return components
+
+
+def _component_ids(nodes: list[str], succ: dict[str, list[Edge]], types: set[str],
+                   scc: set[str]) -> dict[str, int]:
+    components = _sccs(nodes, lambda u: [e[1] for e in succ[u] if e[2] in types and e[1] in scc])
+    return {n: i for i, component in enumerate(components) for n in component}
+
+
+def _topological_positions(nodes: list[str], component: dict[str, int], edges: list[Edge]
+                           ) -> dict[int, int]:
+    """Position of each ww/wr component in a topological order that stays close to commit order.
+
+    Closeness matters: it keeps the window each G-single search explores small.
+    """
+    first: dict[int, int] = {}
+    for i, n in enumerate(nodes):  # nodes are in commit order
+        first.setdefault(component[n], i)
+    after: dict[int, set[int]] = defaultdict(set)
+    indegree = dict.fromkeys(first, 0)
+    for u, v, kind, _ in edges:
+        a, b = component[u], component[v]
+        if kind != "rw" and a != b and b not in after[a]:
+            after[a].add(b)
+            indegree[b] += 1
+    ready = [(first[c], c) for c, d in indegree.items() if d == 0]
+    heapq.heapify(ready)
+    position: dict[int, int] = {}
+    while ready:
+        _, c = heapq.heappop(ready)
+        position[c] = len(position)
+        for d in after[c]:
+            indegree[d] -= 1
+            if indegree[d] == 0:
+                heapq.heappush(ready, (first[d], d))
+    return position
+
+
+def _cycle_anomaly(name: str, cycle: list[Edge], deps: _Dependencies) -> Anomaly:
+    cycle = _rotate(cycle)
+    txns = sorted({e[0] for e in cycle}, key=_natural)
+    steps = "; ".join(_because(e, deps) for e in cycle)
+    return Anomaly(name, txns, cycle,
+                   f"{steps}. Following the cycle, {cycle[0][0]} must come before itself, so no "
+                   f"serial order of {_and(txns)} exists. {_WHY[name]}",
+                   sorted({e[3] for e in cycle}, key=_natural))
+
+
+def _because(edge: Edge, deps: _Dependencies) -> str:
+    """Why one edge forces its order, in words."""
+    a, b, kind, key = edge
+    listy = key in deps.lists
+    if kind == "ww":
+        if listy:
+            return (f"{b} appended {_show(deps.wrote[b, key])} to {key} after {a} appended "
+                    f"{_show(deps.wrote[a, key])}, so {a} comes before {b}")
+        return (f"{b} overwrote {key}={_show(deps.wrote[a, key])} (written by {a}) with "
+                f"{key}={_show(deps.wrote[b, key])}, so {a} comes before {b}")
+    value, observed = deps.saw[edge]
+    if kind == "wr":
+        return f"{b} read {key}={_show(value)} written by {a}, so {a} comes before {b}"
+    source = "the initial value" if observed is None else f"written by {observed}"
+    missed = f"append of {_show(deps.wrote[b, key])}" if listy else \
+        f"write {key}={_show(deps.wrote[b, key])}"
+    return f"{a} read {key}={_show(value)} ({source}) and missed {b}'s {missed}, so {a} comes " \
+        f"before {b}"
+
+
+def _rotate(cycle: list[Edge]) -> list[Edge]:
+    """Start at the smallest transaction id, so equal cycles print equally."""
+    start = min(range(len(cycle)), key=lambda i: _natural(cycle[i][0]))
+    return cycle[start:] + cycle[:start]
+
+
+def _natural(text: str) -> tuple[Any, ...]:
+    """Sort key putting T2 before T10."""
+    return tuple(int(p) if i % 2 else p for i, p in enumerate(re.split(r"(\d+)", text)))
+
+
+def _and(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:36]}...{text[-1]}"
+
+
+def _arrows(cycle: list[Edge]) -> str:
+    if not cycle:
+        return ""
+    return cycle[0][0] + "".join(f" -{kind}({key})-> {dst}" for _, dst, kind, key in cycle)
+
+
+def _md(text: str) -> str:
+    for char in "\\|*_`<>":
+        text = text.replace(char, "\\" + char)
+    return text
