@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kvlab.cluster import Cluster
-from kvlab.errors import SimulationTimeout, TransactionClosed
+from kvlab.errors import SimulationTimeout
 from kvlab.history import History
 from kvlab.wal import TornTailWarning
 
@@ -132,7 +132,8 @@ def run(kind: str = "bank", transactions: int = 1000, concurrency: int = 8, keys
                               chooser.names if ro and kind == "bank" else chooser.pick(ops_per_tx),
                               0])
             done += len(batch)
-            # interleave the operations of the batch
+            # interleave the batch: operations, commits and message deliveries mix freely
+            handles = []
             pending = list(range(len(batch)))
             while pending:
                 i = rng.choice(pending)
@@ -147,12 +148,9 @@ def run(kind: str = "bank", transactions: int = 1000, concurrency: int = 8, keys
                 batch[i][4] += 1
                 if batch[i][4] >= (1 if kind == "bank" else len(ks)):
                     pending.remove(i)
-            handles = []
-            for node, tx, *_ in batch:
-                try:
                     handles.append(node.commit_async(tx))
-                except TransactionClosed:
-                    pass  # rolled back after a timeout
+                for _ in range(rng.randint(0, 3)):
+                    cluster.step()
             cluster.run()
             for h in handles:
                 if h.committed:
