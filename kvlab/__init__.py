@@ -13,6 +13,7 @@ from kvlab import scenarios, workloads
 from kvlab.checker import Anomaly, CheckReport, check
 from kvlab.cluster import Cluster, CommitHandle, Node, Outcome, initialize, reset_default
 from kvlab.errors import (
+    ConfigurationError,
                           CorruptLog,
                           InvalidKey,
                           InvalidValue,
@@ -35,6 +36,7 @@ __all__ = [
     "Cluster", "Node", "CommitHandle", "Outcome", "initialize", "reset_default", "History",
     "check", "CheckReport", "Anomaly", "scenarios", "workloads",
     "Timing", "Rules", "TornTailWarning", "KvlabError", "TransactionNotFound", "TransactionClosed",
+    "ConfigurationError",
     "NodeUnavailable", "UnknownNode", "InvalidKey", "InvalidValue", "CorruptLog",
     "SimulationTimeout", "MessageNotFound", "ProtocolError",
 ]

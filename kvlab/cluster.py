@@ -21,9 +21,9 @@ from typing import Any
 
 from kvlab.effects import Outputs, Reply
 from kvlab.errors import (
+    ConfigurationError,
     InvalidKey,
     InvalidValue,
-    KvlabError,
     MessageNotFound,
     NodeUnavailable,
     SimulationTimeout,
@@ -171,7 +171,7 @@ class Node:
     def begin(self, isolation: str = "snapshot") -> str:
         """Start a transaction; returns its id. Asks the oracle for a start timestamp."""
         if isolation not in ISOLATION_LEVELS:
-            raise KvlabError(f"unknown isolation {isolation!r}: choose one of "
+            raise ConfigurationError(f"unknown isolation {isolation!r}: choose one of "
                              f"{', '.join(ISOLATION_LEVELS)}")
         c = self.cluster
         tx = c._call(self.id, lambda call: Begin(call, isolation), "begin()")
@@ -258,10 +258,11 @@ class Cluster:
         ids = list(nodes)
         if not ids or len(set(ids)) != len(ids) or not all(isinstance(n, str) and n
                                                             for n in ids) or TSO in ids:
-            raise UnknownNode(f"nodes must be distinct non-empty strings (not {TSO!r}), "
-                              f"got {ids!r}")
+            raise ConfigurationError(f"nodes must be distinct non-empty strings (not {TSO!r}), "
+                                     f"got {ids!r}")
         if placement not in PLACEMENTS:
-            raise KvlabError(f"unknown placement {placement!r}: choose 'all' or 'partitioned'")
+            raise ConfigurationError(f"unknown placement {placement!r}: choose 'all' or "
+                                     f"'partitioned'")
         self.ids = ids
         self.seed = seed
         self.placement = placement
@@ -489,7 +490,13 @@ class Cluster:
 
     @staticmethod
     def _msg_id(msg_id: int | Envelope) -> int:
-        return msg_id.id if isinstance(msg_id, Envelope) else int(msg_id)
+        if isinstance(msg_id, Envelope):
+            return msg_id.id
+        try:
+            return int(msg_id)
+        except (TypeError, ValueError):
+            raise MessageNotFound(f"{msg_id!r} is not a message id: pass an id (or an "
+                                  f"envelope) from cluster.pending()") from None
 
     def _record_call(self, node: str, op: str, **data: Any) -> None:
         if self.trace.enabled:
@@ -514,11 +521,25 @@ class Cluster:
                 raise NodeUnavailable(f"{node_id} crashed while {what} was running; restart it "
                                       f"and check node.outcome() for the transaction")
             if self.now > deadline or not self._step():
-                why = core.why_waiting(call)
-                core.waiting = [w for w in core.waiting if w.call != call]
+                why = self._why_waiting(node_id, call)
+                for other in self._cores.values():  # forget the parked read everywhere
+                    if other is not None:
+                        other.waiting = [w for w in other.waiting if not (
+                            (w.call == call and other is core)
+                            or (w.requester == node_id and w.req == call))]
                 raise SimulationTimeout(
                     f"{what} on {node_id} cannot finish ({self.call_timeout} simulated ticks): "
                     f"{why}. Restart crashed nodes or heal the partition, then try again.")
+
+    def _why_waiting(self, node_id: str, call: int) -> str:
+        core = self._cores[node_id]
+        pending = core._reads.get(call)
+        if pending is not None and pending.ts is not None:  # a remote read: ask its owner
+            owner = core.owner(pending.key)
+            if self._cores[owner] is None:
+                return f"the read of {pending.key!r} needs its owner {owner}, which is crashed"
+            return self._cores[owner].why_waiting(call, requester=node_id)
+        return core.why_waiting(call)
 
     def _settle(self, call: int) -> None:
         """Record a commit outcome in the history the moment its reply is released."""
@@ -691,6 +712,9 @@ def initialize(node_id: str, all_node_ids: Iterable[str], **options: Any) -> Nod
     cluster = _default.get(ids)
     if cluster is None:
         cluster = _default[ids] = Cluster(ids, **options)
+    elif options:
+        raise ConfigurationError(f"the default cluster of {list(ids)} already exists; call "
+                                 f"kvlab.reset_default() before initialize() with new options")
     return cluster.node(node_id)
 
 

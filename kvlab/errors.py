@@ -23,11 +23,11 @@ class UnknownNode(KvlabError):
     """A node id that is not part of the cluster."""
 
 
-class InvalidKey(KvlabError):
+class InvalidKey(KvlabError, ValueError):
     """Keys are non-empty strings."""
 
 
-class InvalidValue(KvlabError):
+class InvalidValue(KvlabError, ValueError):
     """Values must be JSON-serialisable (int, float, str, bool, list, dict)."""
 
 
@@ -37,6 +37,10 @@ class CorruptLog(KvlabError):
 
 class SimulationTimeout(KvlabError):
     """A synchronous call could not finish within its simulated time budget."""
+
+
+class ConfigurationError(KvlabError, ValueError):
+    """A setting or argument outside what kvlab supports (latency, loss, partition, isolation)."""
 
 
 class MessageNotFound(KvlabError):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from kvlab.errors import ConfigurationError
 from kvlab.messages import TSO, Message
 
 
@@ -49,9 +50,10 @@ class Network:
                  loss: float = 0.0) -> None:
         lo, hi = latency
         if not (1 <= lo <= hi):
-            raise ValueError(f"latency must be (min, max) with 1 <= min <= max, got {latency}")
+            raise ConfigurationError(f"latency must be (min, max) ticks with 1 <= min <= max, "
+                                     f"got {latency}")
         if not 0.0 <= loss < 1.0:
-            raise ValueError(f"loss must be in [0, 1), got {loss}")
+            raise ConfigurationError(f"loss is a probability in [0, 1), got {loss}")
         self.rng = rng
         self.latency = (lo, hi)
         self.loss = loss
@@ -82,7 +84,8 @@ class Network:
         for i, g in enumerate(groups):
             for n in sorted(g):
                 if n in seen:
-                    raise ValueError(f"node {n!r} is in two partition groups")
+                    raise ConfigurationError(f"node {n!r} is in two partition groups; give "
+                                             f"each node to one group")
                 seen.add(n)
                 self.groups[n] = i
         for n in everyone:  # nodes not named form one more group together

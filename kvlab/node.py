@@ -142,7 +142,7 @@ class _PendingRead:
 
 def owner_of(key: str, nodes: list[str]) -> str:
     """Partitioned placement: a stable hash (CRC32, not Python's salted hash) picks the owner."""
-    return nodes[zlib.crc32(key.encode()) % len(nodes)]
+    return nodes[zlib.crc32(key.encode("utf-8", "surrogatepass")) % len(nodes)]
 
 
 @dataclass
@@ -233,8 +233,8 @@ class NodeCore:
     def active(self, tx_id: str) -> CoordTx:
         tx = self.tx(tx_id)
         if tx.state != ACTIVE:
-            what = {COMMITTED: "already committed", ABORTED: "already aborted"}.get(
-                tx.state, "already committing")
+            what = {COMMITTED: "already committed", COMMITTING: "already committed",
+                    ABORTED: "already aborted"}.get(tx.state, "already committing")
             raise TransactionClosed(
                 f"transaction {tx_id} is {what} ({tx.reason or tx.state}); begin a new "
                 f"transaction")
@@ -258,8 +258,7 @@ class NodeCore:
             isolation = self._begins.pop(call)[0]
             out.cancel.append(("ts-retry", call))
             tx_id = f"T{ts}"
-            self.coordinator.txs[tx_id] = CoordTx(tx_id, ts, isolation)
-            out.note(role="coordinator", tx=tx_id, event="begin", old=None, new=ACTIVE)
+            out.merge(self.coordinator.begin(tx_id, ts, isolation))
             out.reply(call, tx_id)
         elif purpose == "read" and call in self._reads and self._reads[call].ts is None:
             self._reads[call].ts = ts
@@ -303,6 +302,9 @@ class NodeCore:
         out = Outputs()
         lock = self.store.blocker(key, ts, tx)
         if lock is not None:
+            if requester is not None and any(w.requester == requester and w.req == req
+                                             for w in self.waiting):
+                return out  # a retried READ that is already parked here
             self.waiting.append(_Waiting(key, ts, tx, call, requester, req, lock.tx))
             out.note(role="store", event="read waits", tx=tx, key=key, blocked_by=lock.tx)
             return out
@@ -403,14 +405,19 @@ class NodeCore:
 
     # -- inspection -----------------------------------------------------------------------
     def min_active_ts(self) -> int | None:
-        """Oldest snapshot still in use here: versions it can see must not be collected."""
-        stamps = [t.start_ts for t in self.coordinator.txs.values() if t.state == ACTIVE]
+        """Oldest start timestamp still in use here: its snapshot must stay readable, and
+        until it is decided its PREPAREs must still find every newer version (tombstones too)
+        to detect write-write conflicts."""
+        stamps = [t.start_ts for t in self.coordinator.txs.values()
+                  if t.state in (ACTIVE, PREPARING, AWAIT_TS)]
         stamps += [w.ts for w in self.waiting]
         return min(stamps) if stamps else None
 
-    def why_waiting(self, call: int) -> str:
+    def why_waiting(self, call: int, requester: str | None = None) -> str:
+        """Why a client call (or, with ``requester``, a remote READ) has no answer yet."""
         for w in self.waiting:
-            if w.call == call:
+            if (requester is None and w.call == call) or \
+                    (requester is not None and w.requester == requester and w.req == call):
                 lock = self.store.write_locks.get(w.key)
                 coord = ""
                 ptx = self.participant.txs.get(w.blocked_by)

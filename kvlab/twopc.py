@@ -65,7 +65,9 @@ COORDINATOR_TRANSITIONS: dict[str, dict[str, str]] = {
     COMMITTED: {},
     ABORTED: {"late vote": ABORTED},
 }
-# recovery enters the coordinator table here: a durable decision without an END record
+# where a coordinator record starts: begin() creates it ACTIVE; recovery recreates it from a
+# durable decision that has no END record
+COORDINATOR_ENTRIES = {"begin": ACTIVE, "recover decision": COMMITTING}
 COORDINATOR_RECOVERY = {"recover decision": COMMITTING}
 
 PARTICIPANT_TRANSITIONS: dict[str, dict[str, str]] = {
@@ -150,8 +152,8 @@ class Coordinator:
         self.txs: dict[str, CoordTx] = {}
 
     def _move(self, out: Outputs, tx: CoordTx, event: str) -> None:
-        if tx.state == INIT:  # only recovery creates a coordinator record outside ACTIVE
-            new = COORDINATOR_RECOVERY[event]
+        if tx.state == INIT:  # a record being created: begin() or recovery
+            new = COORDINATOR_ENTRIES[event]
         else:
             new = advance(COORDINATOR_TRANSITIONS, tx.state, event)
         out.note(role="coordinator", tx=tx.id, event=event, old=tx.state, new=new)
@@ -159,6 +161,12 @@ class Coordinator:
 
     def _msg(self, dst: str, kind: str, tx: CoordTx, **body: Any) -> Message:
         return Message(self.node_id, dst, kind, tx.id, body)
+
+    def begin(self, tx_id: str, start_ts: int, isolation: str) -> Outputs:
+        out = Outputs()
+        tx = self.txs[tx_id] = CoordTx(tx_id, start_ts, isolation, state=INIT)
+        self._move(out, tx, "begin")
+        return out
 
     # -- phase 1 ---------------------------------------------------------------------------
     def start(self, tx: CoordTx, call: int, plan: dict[str, dict[str, Any]]) -> Outputs:
