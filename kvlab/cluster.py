@@ -256,6 +256,10 @@ class Cluster:
                  call_timeout: int = 2000, checkpoint_every: int = 5000, gc_every: int = 1000,
                  trace: bool = True, rules: Rules | None = None) -> None:
         ids = list(nodes)
+        self.options: dict[str, Any] = dict(  # what clone() rebuilds from
+            nodes=ids, seed=seed, data_dir=data_dir, placement=placement, latency=latency,
+            loss=loss, fsync_latency=fsync_latency, timing=timing, call_timeout=call_timeout,
+            checkpoint_every=checkpoint_every, gc_every=gc_every, trace=trace, rules=rules)
         if not ids or len(set(ids)) != len(ids) or not all(isinstance(n, str) and n
                                                             for n in ids) or TSO in ids:
             raise ConfigurationError(f"nodes must be distinct non-empty strings (not {TSO!r}), "
@@ -332,6 +336,16 @@ class Cluster:
                                         f"is still busy (call run() again to continue)")
         return n
 
+    @property
+    def quiet(self) -> bool:
+        """True when nothing can happen: no message in flight, no timer set, no flush due."""
+        return not self.network.in_flight and not self._timers and not any(
+            self._flush_due.values())
+
+    def clone(self, **changes: Any) -> Cluster:
+        """A fresh cluster with the same constructor arguments (and seed), as Reset needs."""
+        return Cluster(**{**self.options, **changes})
+
     def pending(self) -> list[Envelope]:
         """Messages in flight, in the order they would be delivered."""
         return sorted(self.network.in_flight.values(), key=lambda e: (e.due, e.id))
@@ -352,6 +366,7 @@ class Cluster:
         if env is None:
             raise MessageNotFound(f"message {msg_id} is not in flight; see cluster.pending()")
         self._trace_msg("drop", env, reason="dropped by the user")
+        self._after_event()
 
     def crash(self, node_id: str, torn: bool = False) -> None:
         """Stop a node: it loses its memory and its unflushed log tail (``torn``: a partial
@@ -394,8 +409,11 @@ class Cluster:
             for n in g:
                 self.node(n)
         self.network.partition([set(g) for g in groups], self.ids)
-        self.trace.record(self.now, "partition", None,
-                          {"groups": [sorted(g) for g in groups]})
+        by_group: dict[int, list[str]] = {}
+        for n in self.ids:
+            by_group.setdefault(self.network.groups[n], []).append(n)
+        self.trace.record(self.now, "partition", None,  # every group, unnamed nodes' too
+                          {"groups": [sorted(g) for _, g in sorted(by_group.items())]})
 
     def heal(self) -> None:
         """Reconnect every node; parked retries resume."""

@@ -270,6 +270,22 @@ class Wal:
         self.disk.truncate_log()
         self.since_checkpoint = 0
 
+    def durable(self) -> tuple[LogRecord | None, list[LogRecord], int]:
+        """Read-only look at the disk: the checkpoint record, the intact log records, and how
+        many torn bytes follow them. Unlike :meth:`recover` it cuts nothing."""
+        blob = self.disk.read_checkpoint()
+        ck = None
+        if blob is not None:
+            got = _frame_at(blob, 0)
+            if got is None:
+                raise CorruptLog(f"{self.name}: checkpoint file fails its checksum")
+            ck = LogRecord(got[0]["lsn"], got[0]["type"], got[0]["data"])
+        buf = self.disk.read_log()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", TornTailWarning)
+            records, end = decode(buf, source=self.name)
+        return ck, records, len(buf) - end
+
     def recover(self) -> tuple[dict[str, Any] | None, list[LogRecord]]:
         """Read the checkpoint and the log records after it; cut a torn tail off for good."""
         state, covered = None, 0
