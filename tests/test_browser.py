@@ -1,0 +1,145 @@
+"""A real browser: JupyterLab on 127.0.0.1, notebook 1 run in Debian's Chromium, Step clicked.
+
+Needs Debian's ``chromium`` (``apt-get install chromium``; ``scripts/test.sh`` installs it when
+run as root) and the Python ``playwright`` package, which drives that Chromium directly: no
+browser download, ever. Under CI a missing browser fails the test instead of skipping it.
+The notebook is copied to a temporary directory first, so autosave never touches the repo.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOK = Path(os.environ.get("KVLAB_BROWSER_NOTEBOOK", ROOT / "notebooks" / "01_tour.ipynb"))
+CHROMIUM = "/usr/bin/chromium"
+SCREENSHOT = Path(os.environ.get("KVLAB_SCREENSHOT", ROOT / "images" / "browser_test.png"))
+TOKEN = "kvlab-browser-test"
+
+pytestmark = pytest.mark.browser
+
+
+def _require(condition: bool, why: str) -> None:
+    if not condition:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must provide this: {why}")
+        pytest.skip(why)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def lab(tmp_path):
+    _require(os.path.exists(CHROMIUM), "Debian's chromium is not installed (apt-get install "
+                                       "chromium)")
+    _require(shutil.which("jupyter-lab", path=str(Path(sys.executable).parent)) is not None
+             or shutil.which("jupyter-lab") is not None, "jupyterlab is not installed")
+    root = tmp_path / "lab"
+    root.mkdir()
+    shutil.copy(NOTEBOOK, root / NOTEBOOK.name)
+    port = _free_port()
+    env = dict(os.environ, JUPYTER_CONFIG_DIR=str(tmp_path / "config"),
+               JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"))
+    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", "--allow-root",
+           f"--port={port}", f"--ServerApp.root_dir={root}", f"--IdentityProvider.token={TOKEN}",
+           f"--LabApp.user_settings_dir={tmp_path / 'settings'}",
+           f"--LabApp.workspaces_dir={tmp_path / 'workspaces'}",
+           "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+    log = open(tmp_path / "lab.log", "wb")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/api/status?token={TOKEN}", timeout=2)
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("JupyterLab did not start:\n"
+                                       + (tmp_path / "lab.log").read_text()[-3000:]) from None
+                time.sleep(0.3)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def _explorer_state(page) -> str:
+    """What the explorer shows right now: its text and the PNG panels' sources."""
+    return page.evaluate("""() => {
+        const step = [...document.querySelectorAll('button')]
+            .find(b => b.textContent.trim() === 'Step');
+        const area = step.closest('.jp-OutputArea-output') || step.closest('.jp-Cell');
+        const imgs = [...area.querySelectorAll('img')].map(i => i.src.length + ':' +
+                                                            i.src.slice(-200));
+        return area.innerText + '|' + imgs.join(',');
+    }""")
+
+
+def test_notebook_one_runs_in_jupyterlab_and_step_changes_the_explorer(lab):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM, headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 2000})
+            page.goto(f"{lab}/lab/tree/{NOTEBOOK.name}?token={TOKEN}")
+            page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=60_000)
+            try:  # a fresh server may ask which kernel to start: accept the suggested one
+                page.locator(".jp-Dialog .jp-mod-accept").click(timeout=5_000)
+            except sync_api.TimeoutError:
+                pass
+            page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']",
+                                   timeout=60_000)
+            page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+            page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+            step = page.locator("button.widget-button", has_text="Step")
+            try:
+                step.first.wait_for(state="visible", timeout=90_000)
+            except sync_api.TimeoutError:
+                page.screenshot(path=str(SCREENSHOT.with_suffix(".failed.png")))
+                raise
+            page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']",
+                                   timeout=90_000)
+            errors = page.locator(".jp-OutputArea-output[data-mime-type="
+                                  "'application/vnd.jupyter.stderr']", has_text="Error")
+            assert errors.count() == 0, errors.first.inner_text()
+            step.first.scroll_into_view_if_needed()
+            before = _explorer_state(page)
+            step.first.click()
+            deadline = time.monotonic() + 20
+            while _explorer_state(page) == before and time.monotonic() < deadline:
+                page.wait_for_timeout(200)
+            after = _explorer_state(page)
+            assert after != before, "clicking Step did not change the explorer"
+            news = page.locator(".jp-toast-container button", has_text="No")
+            if news.count():  # "get notified about Jupyter news?" would cover the picture
+                news.first.click()
+            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+            area = step.first.locator("xpath=ancestor::div[contains(@class,"
+                                      "'jp-OutputArea-output')][1]")
+            area.screenshot(path=str(SCREENSHOT))
+            assert SCREENSHOT.stat().st_size > 10_000
+        finally:
+            browser.close()
