@@ -329,16 +329,19 @@ class Cluster:
             if core is None:
                 raise NodeUnavailable(f"{node_id} crashed while {what} was running; restart it "
                                       f"and check node.outcome() for the transaction")
-            if self.now > deadline or not self._step():
+            timed_out = self.now > deadline
+            if timed_out or not self._step():
                 why = self._why_waiting(node_id, call)
+                how = (f"did not finish within {self.call_timeout} simulated ticks" if timed_out
+                       else "cannot finish: nothing else can happen in the cluster")
                 for other in self._cores.values():  # forget the parked read everywhere
                     if other is not None:
                         other.waiting = [w for w in other.waiting if not (
                             (w.call == call and other is core)
                             or (w.requester == node_id and w.req == call))]
                 raise SimulationTimeout(
-                    f"{what} on {node_id} cannot finish ({self.call_timeout} simulated ticks): "
-                    f"{why}. Restart crashed nodes or heal the partition, then try again.")
+                    f"{what} on {node_id} {how}: {why}. Restart crashed nodes or heal the "
+                    f"partition, then try again.")
 
     def _why_waiting(self, node_id: str, call: int) -> str:
         core = self._cores[node_id]
