@@ -130,6 +130,8 @@ class VersionsView:
             stamps = [v.commit_ts for v in shown]
             for value, color, style in ((store.watermark, st.GREY, "--"), (ts, st.BLUE, "-")):
                 if value is not None and (value > 0 or color == st.BLUE):
+                    if hidden and value < stamps[0]:
+                        continue  # it falls among the "+N older" versions not drawn
                     x = bisect_right(stamps, value) - 0.5
                     ticks.append([(x, y - 0.42), (x, y + 0.42)])
                     colors.append(color)
