@@ -91,8 +91,13 @@ class Cluster:
             self._wals[n] = Wal(disk, name=f"{n}/wal.log")
             self._cores[n] = NodeCore(n, self.config)
         if self.data_dir is not None:
-            for n in ids:
-                self._recover(n, reopen=True)
+            try:
+                for n in ids:
+                    self._recover(n, reopen=True)
+            except BaseException:
+                for wal in self._wals.values():  # a damaged log: don't leak open files
+                    wal.disk.close()
+                raise
 
     # -- public API -------------------------------------------------------------------------
     def node(self, node_id: str) -> Node:
@@ -432,6 +437,8 @@ class Cluster:
             data = {"id": env.id, "src": m.src, "dst": m.dst, "kind": m.kind, "tx": m.tx}
             if what == "send":
                 data["due"] = env.due
+                if m.body:
+                    data["body"] = m.body  # e.g. a VOTE_NO's reason (shared, not copied)
             data.update(extra)
             self.trace.record(self.now, what, m.dst if what == "deliver" else m.src, data)
 
