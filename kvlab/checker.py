@@ -1,9 +1,10 @@
 """Find isolation anomalies in a history, and explain each one in plain words.
 
 :func:`check` builds Adya's direct serialization graph -- committed transactions as nodes, one
-edge per dependency that forces an order -- and reports the anomalies that the chosen level
-forbids, each with the shortest cycle found and one sentence per edge saying why that edge
-forces its order.  Names follow Adya's thesis and Hermitage; the list-append trick is Elle's.
+edge per dependency that forces an order, as the networkx MultiDiGraph ``report.graph`` -- and
+reports the anomalies that the chosen level forbids, each with the shortest cycle found and
+one sentence per edge saying why that edge forces its order.  Names follow Adya's thesis and
+Hermitage; the list-append trick is Elle's.
 
 An edge ``src -> dst`` means src must come before dst in any equivalent serial order:
 
@@ -54,13 +55,11 @@ checks inside a single transaction, no real-time order.
 
 from __future__ import annotations
 
-import heapq
 import re
 import textwrap
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property, partial
 from itertools import pairwise
 from typing import Any
 
@@ -138,14 +137,10 @@ class CheckReport:
     anomalies: list[Anomaly]
     allowed: list[Anomaly]
     stats: dict[str, int] = field(default_factory=dict)
-    _make_graph: Callable[[], nx.MultiDiGraph] = field(default=nx.MultiDiGraph, repr=False,
-                                                       compare=False)
-
-    @cached_property
-    def graph(self) -> nx.MultiDiGraph:
-        """Committed transactions and typed, keyed edges; built on first use, as building a
-        networkx graph costs more than the whole check."""
-        return self._make_graph()
+    #: The dependency graph the verdict was drawn from: committed transactions as nodes, one
+    #: edge per dependency, keyed ``(type, key)`` with attributes ``type`` and ``key`` (and, on
+    #: wr and rw edges, the ``value`` read and the txn it was ``read_from``).
+    graph: nx.MultiDiGraph = field(default_factory=nx.MultiDiGraph, repr=False, compare=False)
 
     def __bool__(self) -> bool:  # so `assert check(h)` works and `if check(h):` is not a trap
         return self.ok
@@ -197,9 +192,8 @@ def check(history: History | Sequence[dict[str, Any]], level: str = "snapshot") 
     forbidden = [a for a in found if a.name in LEVELS[name]]
     allowed = [a for a in found if a.name not in LEVELS[name]]
     stats = {s: sum(t.status == s for t in history) for s in ("committed", "aborted", "active")}
-    stats["edges"] = len(deps.edges)
-    return CheckReport(name, not forbidden, forbidden, allowed, stats,
-                       partial(_graph, deps.committed, deps.edges))
+    stats["edges"] = deps.graph.number_of_edges()
+    return CheckReport(name, not forbidden, forbidden, allowed, stats, deps.graph)
 
 
 def _level_name(level: str) -> str:
@@ -221,8 +215,7 @@ class _Dependencies:
         self.history = history
         self.committed = _commit_order(history)
         self.rank = {t.id: i for i, t in enumerate(self.committed)}
-        self.edges: dict[Edge, None] = {}
-        self.saw: dict[Edge, tuple[Any, str | None]] = {}  # wr/rw edge -> (value read, writer)
+        self.edges: dict[tuple[str, str, tuple[str, str]], dict[str, Any]] = {}  # staged
         self.wrote: dict[tuple[str, str], Any] = {}  # (txn, key) -> its last value or element
         self.writers: dict[str, list[str]] = defaultdict(list)  # key -> committed, in rank order
         self.appender: dict[tuple[str, Any], str] = {}  # (key, element) -> txn
@@ -235,6 +228,11 @@ class _Dependencies:
                 self._list_key(key, reads.get(key, []))
             else:
                 self._register_key(key, reads.get(key, []))
+        self.graph = nx.MultiDiGraph()
+        self.graph.add_nodes_from((t.id, {"node": t.node, "isolation": t.isolation,
+                                          "start_ts": t.start_ts, "commit_ts": t.commit_ts})
+                                  for t in self.committed)
+        self.graph.add_edges_from((u, v, k, data) for (u, v, k), data in self.edges.items())
 
     def _index(self) -> dict[str, list[tuple[Txn, Op]]]:
         reads: dict[str, list[tuple[Txn, Op]]] = defaultdict(list)
@@ -272,10 +270,12 @@ class _Dependencies:
             self.appender[op.key, op.value] = txn.id
             self.lists.add(op.key)
 
-    def _edge(self, edge: Edge, value: Any = None, observed: str | None = None) -> None:
-        self.edges[edge] = None
-        if edge[2] != "ww":
-            self.saw.setdefault(edge, (value, observed))
+    def _edge(self, edge: Edge, value: Any = None, read_from: str | None = None) -> None:
+        """Stage an edge keyed by (type, key); a wr or rw edge keeps the first value read."""
+        src, dst, kind, key = edge
+        if (src, dst, (kind, key)) not in self.edges:
+            self.edges[src, dst, (kind, key)] = {"type": kind, "key": key} if kind == "ww" else \
+                {"type": kind, "key": key, "value": value, "read_from": read_from}
 
     def _chain(self, key: str, chain: list[str]) -> None:
         for a, b in pairwise(chain):
@@ -425,14 +425,6 @@ class _Dependencies:
         return value
 
 
-def _graph(committed: list[Txn], edges: Iterable[Edge]) -> nx.MultiDiGraph:
-    g = nx.MultiDiGraph()
-    g.add_nodes_from((t.id, {"node": t.node, "isolation": t.isolation, "start_ts": t.start_ts,
-                             "commit_ts": t.commit_ts}) for t in committed)
-    g.add_edges_from((u, v, {"type": kind, "key": key}) for u, v, kind, key in edges)
-    return g
-
-
 def _commit_order(history: History) -> list[Txn]:
     """Committed transactions in version order: by commit_ts if writers have one, else as listed.
 
@@ -455,78 +447,65 @@ def _commit_order(history: History) -> list[Txn]:
 
 
 def _find_cycles(deps: _Dependencies) -> list[tuple[str, list[Edge]]]:
-    succ: dict[str, list[Edge]] = {t: [] for t in deps.rank}
-    for edge in deps.edges:
-        succ[edge[0]].append(edge)
     found = []
-    for scc in _sccs(deps.rank, lambda u: [e[1] for e in succ[u]]):
+    for scc in nx.strongly_connected_components(deps.graph):
         if len(scc) > 1:  # a cycle never leaves its strongly connected component
-            found += _classify(set(scc), succ, deps)
+            found += _classify(scc, deps)
     return found
 
 
-def _classify(scc: set[str], succ: dict[str, list[Edge]], deps: _Dependencies
-              ) -> list[tuple[str, list[Edge]]]:
-    """The shortest cycle found of each kind within one strongly connected component."""
+def _classify(scc: set[str], deps: _Dependencies) -> list[tuple[str, list[Edge]]]:
+    """The shortest cycle found of each kind within one strongly connected component.
+
+    Each kind is a candidate edge closed by a path back of some edge types: G0 a ww edge and
+    ww edges, G1c a wr edge and ww/wr edges, G-single an rw edge and ww/wr edges, G2-item an rw
+    edge and any edges (searched only where no cycle has fewer than two rw edges).
+    """
     rank = deps.rank
     nodes = sorted(scc, key=rank.__getitem__)
-    for u in nodes:
-        succ[u].sort(key=lambda e: (rank[e[1]], e[2], e[3]))
-    edges = [e for u in nodes for e in succ[u] if e[1] in scc]
+    edges = sorted(((u, v, *k) for u, v, k in deps.graph.out_edges(nodes, keys=True) if v in scc),
+                   key=lambda e: (rank[e[0]], rank[e[1]], e[2], e[3]))
+    ww, wwwr = _paths(nodes, edges, {"ww"}), _paths(nodes, edges, {"ww", "wr"})
     found = []
-    ww = _component_ids(nodes, succ, {"ww"}, scc)
-    cycle, _ = _shortest_cycle([e for e in edges if e[2] == "ww" and ww[e[0]] == ww[e[1]]], succ,
-                               {"ww"}, lambda e: lambda x: ww.get(x) == ww[e[0]])
-    if cycle:
-        found.append(("G0", cycle))
-    wwwr = _component_ids(nodes, succ, {"ww", "wr"}, scc)
-    cycle, _ = _shortest_cycle([e for e in edges if e[2] == "wr" and wwwr[e[0]] == wwwr[e[1]]],
-                               succ, {"ww", "wr"}, lambda e: lambda x: wwwr.get(x) == wwwr[e[0]])
-    if cycle:
-        found.append(("G1c", cycle))
-    # An rw edge u -> v closes a G-single cycle only if v reaches u through ww/wr edges, which
-    # needs v's component no later than u's in a topological order of the condensation.
-    topo = _topological_positions(nodes, wwwr, edges)
-
-    def window(e: Edge) -> Callable[[str], bool]:
-        last = topo[wwwr[e[0]]]
-        return lambda x: x in wwwr and topo[wwwr[x]] <= last
-
-    cycle, lost = _shortest_cycle(
-        [e for e in edges if e[2] == "rw" and topo[wwwr[e[1]]] <= topo[wwwr[e[0]]]], succ,
-        {"ww", "wr"}, window, accept=lambda c: not _is_lost_update(c, deps.lost))
+    for name, kind, paths in (("G0", "ww", ww), ("G1c", "wr", wwwr)):
+        if cycle := _shortest_cycle(edges, kind, paths, deps)[0]:
+            found.append((name, cycle))
+    cycle, lost = _shortest_cycle(edges, "rw", wwwr, deps, _not_lost_update)
     if cycle:
         found.append(("G-single", cycle))
-    if not found and not lost:  # every cycle here has two or more rw edges
-        cycle, _ = _shortest_cycle([e for e in edges if e[2] == "rw"], succ, {"ww", "wr", "rw"},
-                                   lambda e: scc.__contains__)
+    elif not found and not lost:  # every cycle here has two or more rw edges
+        cycle, _ = _shortest_cycle(edges, "rw", _paths(nodes, edges, {"ww", "wr", "rw"}), deps)
         if cycle:
             found.append(("G2-item", cycle))
     return found
 
 
-def _is_lost_update(cycle: list[Edge], lost: set[tuple[str, str]]) -> bool:
+def _not_lost_update(cycle: list[Edge], deps: _Dependencies) -> bool:
     """A one-key G-single cycle whose reader lost an update is already reported as lost-update."""
     rw = [e for e in cycle if e[2] == "rw"]
-    return len({e[3] for e in cycle}) == 1 and (rw[0][0], rw[0][3]) in lost
+    return len({e[3] for e in cycle}) > 1 or (rw[0][0], rw[0][3]) not in deps.lost
 
 
-def _shortest_cycle(candidates: list[Edge], succ: dict[str, list[Edge]], types: set[str],
-                    keep_for: Callable[[Edge], Callable[[str], bool]],
-                    accept: Callable[[list[Edge]], bool] = lambda c: True,
+def _shortest_cycle(edges: list[Edge], kind: str, paths: nx.DiGraph, deps: _Dependencies,
+                    accept: Callable[[list[Edge], _Dependencies], bool] = lambda c, d: True,
                     ) -> tuple[list[Edge] | None, bool]:
-    """The shortest accepted cycle made of one candidate edge and a path back of ``types`` edges.
+    """The shortest accepted cycle made of one ``kind`` edge and a path back through ``paths``.
 
-    Also says whether some cycle was rejected.  Each candidate costs one BFS.  Until a cycle is
-    found every candidate is tried, which keeps the verdict exact; after that only a bounded
-    number more, hunting a shorter one, so a tangled component costs little beyond its size.
+    Also says whether some cycle was rejected.  Each candidate costs one breadth-first search.
+    Until a cycle is found every candidate is tried, which keeps the verdict exact; after that
+    only a bounded number more, hunting a shorter one, so a tangled component costs little
+    beyond its size.
     """
+    types, position = paths.graph["types"], paths.graph["position"]
+    # An edge u -> v closes a cycle only if v reaches u, which needs v's component no later than
+    # u's in the topological order; a path from v to u never leaves that window of positions.
+    candidates = [e for e in edges if e[2] == kind and position[e[1]] <= position[e[0]]]
     rejected = False
     for e in candidates:  # a 2-cycle cannot be beaten, and finding one costs O(edges)
-        for back in succ[e[1]]:
-            if back[1] == e[0] and back[2] in types:
-                if accept([e, back]):
-                    return [e, back], rejected
+        for back in sorted(deps.graph[e[1]].get(e[0], ())):
+            if back[0] in types:
+                if accept([e, (e[1], e[0], *back)], deps):
+                    return [e, (e[1], e[0], *back)], rejected
                 rejected = True
     best: list[Edge] | None = None
     tries = 0
@@ -534,112 +513,60 @@ def _shortest_cycle(candidates: list[Edge], succ: dict[str, list[Edge]], types: 
         if best is not None and (len(best) == 3 or tries == _MORE_STARTS):
             break
         tries += best is not None
-        path = _bfs(e[1], e[0], succ, types, keep_for(e), None if best is None else len(best) - 2)
+        path = _path(paths, e[1], e[0], None if best is None else len(best) - 2)
         if path is None:
             continue
-        if not accept([e, *path]):
+        cycle = [e, *path]
+        if not accept(cycle, deps):
             rejected = True
-        elif best is None or len(path) + 1 < len(best):
-            best = [e, *path]
+        elif best is None or len(cycle) < len(best):
+            best = cycle
     return best, rejected
 
 
-def _bfs(start: str, goal: str, succ: dict[str, list[Edge]], types: set[str],
-         keep: Callable[[str], bool], limit: int | None) -> list[Edge] | None:
-    """Shortest path of at most ``limit`` edges, through nodes that ``keep`` accepts."""
-    parent: dict[str, Edge | None] = {start: None}
-    frontier = [start]
-    depth = 0
-    while frontier and (limit is None or depth < limit):
-        depth += 1
-        following = []
-        for x in frontier:
-            for e in succ[x]:
-                y = e[1]
-                if e[2] in types and y not in parent and keep(y):
-                    parent[y] = e
-                    if y == goal:
-                        path = []
-                        while parent[y] is not None:
-                            path.append(parent[y])
-                            y = parent[y][0]
-                        return path[::-1]
-                    following.append(y)
-        frontier = following
+def _path(paths: nx.DiGraph, start: str, goal: str, limit: int | None) -> list[Edge] | None:
+    """Shortest path of at most ``limit`` edges, in networkx's breadth-first order.
+
+    It only visits nodes no later than ``goal``'s component (the only ones that can lie on a
+    path to it); nx.shortest_path would search every node, with no depth limit.
+    """
+    position = paths.graph["position"]
+    last = position[goal]
+    parent = {}
+    for a, b in nx.generic_bfs_edges(paths, start, lambda x: (y for y in paths.adj[x]
+                                                              if position[y] <= last), limit):
+        parent[b] = a
+        if b == goal:
+            path = []
+            while b != start:
+                path.append(paths.edges[parent[b], b]["edge"])
+                b = parent[b]
+            return path[::-1]
     return None
 
 
-def _sccs(nodes: Iterable[str], succ: Callable[[str], list[str]]) -> list[list[str]]:
-    """Tarjan's strongly connected components, iteratively (deep histories overflow recursion)."""
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on_stack: set[str] = set()
-    components = []
-    for root in nodes:
-        if root in index:
-            continue
-        index[root] = low[root] = len(index)
-        stack.append(root)
-        on_stack.add(root)
-        work = [(root, iter(succ(root)))]
-        while work:
-            v, children = work[-1]
-            for w in children:
-                if w not in index:
-                    index[w] = low[w] = len(index)
-                    stack.append(w)
-                    on_stack.add(w)
-                    work.append((w, iter(succ(w))))
-                    break
-                if w in on_stack:
-                    low[v] = min(low[v], index[w])
-            else:
-                work.pop()
-                if work:
-                    low[work[-1][0]] = min(low[work[-1][0]], low[v])
-                if low[v] == index[v]:
-                    component = []
-                    while not component or component[-1] != v:
-                        component.append(stack.pop())
-                        on_stack.discard(component[-1])
-                    components.append(component)
-    return components
+def _paths(nodes: list[str], edges: list[Edge], types: set[str]) -> nx.DiGraph:
+    """The ``types`` edges as a DiGraph to search, with graph attributes ``types`` and
+    ``position``: each node's strongly connected component's place in a topological order.
 
-
-def _component_ids(nodes: list[str], succ: dict[str, list[Edge]], types: set[str],
-                   scc: set[str]) -> dict[str, int]:
-    components = _sccs(nodes, lambda u: [e[1] for e in succ[u] if e[2] in types and e[1] in scc])
-    return {n: i for i, component in enumerate(components) for n in component}
-
-
-def _topological_positions(nodes: list[str], component: dict[str, int], edges: list[Edge]
-                           ) -> dict[int, int]:
-    """Position of each ww/wr component in a topological order that stays close to commit order.
-
-    Closeness matters: it keeps the window each G-single search explores small.
+    Neighbours are in commit order and the first of parallel edges (as sorted) is kept, so
+    ties between equally short paths break the same way every run.  The topological order
+    stays close to commit order, which keeps the window each search explores small.
     """
+    paths = nx.DiGraph(types=types)
+    paths.add_nodes_from(nodes)
+    for e in edges:
+        if e[2] in types and not paths.has_edge(e[0], e[1]):
+            paths.add_edge(e[0], e[1], edge=e)
+    dag = nx.condensation(paths)
+    component = dag.graph["mapping"]
     first: dict[int, int] = {}
-    for i, n in enumerate(nodes):  # nodes are in commit order
+    for i, n in enumerate(nodes):
         first.setdefault(component[n], i)
-    after: dict[int, set[int]] = defaultdict(set)
-    indegree = dict.fromkeys(first, 0)
-    for u, v, kind, _ in edges:
-        a, b = component[u], component[v]
-        if kind != "rw" and a != b and b not in after[a]:
-            after[a].add(b)
-            indegree[b] += 1
-    ready = [(first[c], c) for c, d in indegree.items() if d == 0]
-    heapq.heapify(ready)
-    position: dict[int, int] = {}
-    while ready:
-        _, c = heapq.heappop(ready)
-        position[c] = len(position)
-        for d in after[c]:
-            indegree[d] -= 1
-            if indegree[d] == 0:
-                heapq.heappush(ready, (first[d], d))
-    return position
+    order = nx.lexicographical_topological_sort(dag, key=first.__getitem__)
+    position = {c: i for i, c in enumerate(order)}
+    paths.graph["position"] = {n: position[component[n]] for n in nodes}
+    return paths
 
 
 def _cycle_anomaly(name: str, cycle: list[Edge], deps: _Dependencies) -> Anomaly:
@@ -662,7 +589,8 @@ def _because(edge: Edge, deps: _Dependencies) -> str:
                     f"{_show(deps.wrote[a, key])}, so {a} comes before {b}")
         return (f"{b} overwrote {key}={_show(deps.wrote[a, key])} (written by {a}) with "
                 f"{key}={_show(deps.wrote[b, key])}, so {a} comes before {b}")
-    value, observed = deps.saw[edge]
+    data = deps.graph.edges[a, b, (kind, key)]
+    value, observed = data["value"], data["read_from"]
     if kind == "wr":
         return f"{b} read {key}={_show(value)} written by {a}, so {a} comes before {b}"
     source = "the initial value" if observed is None else f"written by {observed}"

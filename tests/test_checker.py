@@ -319,6 +319,14 @@ def test_graph_has_typed_keyed_edges_and_committed_nodes_only() -> None:
     assert report.stats == {"committed": 3, "aborted": 0, "active": 0, "edges": 7}
 
 
+
+def test_graph_edges_are_keyed_by_type_and_key_and_carry_the_value_read() -> None:
+    g = check(HERMITAGE["G-single"], "serializable").graph
+    assert g.edges["T1", "T2", ("rw", "x")] == {"type": "rw", "key": "x", "value": 10,
+                                                "read_from": "T0"}
+    assert g.edges["T2", "T1", ("wr", "y")]["value"] == 18
+    assert g.edges["T0", "T2", ("ww", "x")] == {"type": "ww", "key": "x"}
+
 # -- clean histories ---------------------------------------------------------------------------
 
 def test_clean_serial_history_has_no_anomalies_at_any_level() -> None:
