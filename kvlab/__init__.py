@@ -9,7 +9,7 @@
 True
 """
 
-from kvlab import scenarios, workloads
+from kvlab import audit, scenarios, workloads
 from kvlab.checker import Anomaly, CheckReport, check
 from kvlab.cluster import Cluster, CommitHandle, Node, Outcome, initialize, reset_default
 from kvlab.errors import (
@@ -34,7 +34,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Cluster", "Node", "CommitHandle", "Outcome", "initialize", "reset_default", "History",
-    "check", "CheckReport", "Anomaly", "scenarios", "workloads",
+    "check", "CheckReport", "Anomaly", "scenarios", "workloads", "audit",
     "Timing", "Rules", "TornTailWarning", "KvlabError", "TransactionNotFound", "TransactionClosed",
     "ConfigurationError",
     "NodeUnavailable", "UnknownNode", "InvalidKey", "InvalidValue", "CorruptLog",

@@ -63,7 +63,7 @@ class StepResult:
         if self.step.op == "r":
             return f"{self.step} = {self.value}"
         if self.step.op == "c":
-            return f"{self.step} -> {'committed' if self.value else 'ABORTED: ' + self.note}"
+            return f"{self.step} -> {'committed' if self.value else self.note}"
         return str(self.step)
 
 
@@ -222,6 +222,9 @@ class Table:
 
     def cell(self, scenario: str, level: str) -> str:
         return self.results[scenario][level].verdict
+
+    def __repr__(self) -> str:
+        return f"<Hermitage table: {len(self.results)} scenarios; print() it or display() it>"
 
     @property
     def mismatches(self) -> list[tuple[str, str, str, str]]:

@@ -77,7 +77,7 @@ PARTICIPANT_TRANSITIONS: dict[str, dict[str, str]] = {
                "prepare again": PREPARED},
     IN_DOUBT: {"commit": COMMITTED, "abort": ABORTED, "ask again": IN_DOUBT,
                "prepare again": IN_DOUBT},
-    COMMITTED: {"commit again": COMMITTED},
+    COMMITTED: {"commit again": COMMITTED, "stale presumed abort": COMMITTED},
     ABORTED: {"abort again": ABORTED, "late prepare": ABORTED},
 }
 
@@ -268,7 +268,8 @@ class Coordinator:
             # Aborted, never heard of, or ended (every participant acked, END logged: a real
             # coordinator has forgotten it by now). Presumed abort answers all three, which is
             # right only because acks follow durable COMMITTED records (Rules.force_commit).
-            out.send(Message(self.node_id, msg.src, ABORT, msg.tx, {"presumed": tx is None}))
+            presumed = tx is None or tx.state == COMMITTED  # no decision on record to quote
+            out.send(Message(self.node_id, msg.src, ABORT, msg.tx, {"presumed": presumed}))
         return out
 
     def on_timer(self, key: tuple) -> Outputs:
@@ -431,6 +432,11 @@ class Participant:
             self._move(out, tx, "abort again")
             return out
         if tx.state == COMMITTED:
+            if msg.body.get("presumed"):
+                # The answer to a STATUS we sent while in doubt, overtaken by the COMMIT: the
+                # coordinator has since ended the transaction and forgotten it. We know better.
+                self._move(out, tx, "stale presumed abort")
+                return out
             raise ProtocolError(f"atomicity violated: {tx.id} got ABORT after committing on "
                                 f"{self.node_id}")
         held = tx.state in (PREPARED, IN_DOUBT)

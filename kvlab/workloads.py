@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kvlab.cluster import Cluster
-from kvlab.errors import SimulationTimeout
+from kvlab.errors import KvlabError, SimulationTimeout
 from kvlab.history import History
 from kvlab.wal import TornTailWarning
 
@@ -102,10 +102,14 @@ def run(kind: str = "bank", transactions: int = 1000, concurrency: int = 8, keys
     unique = itertools.count(1)
     # initial state, one committed transaction
     home = cluster[nodes[0]]
-    t0 = home.begin()
-    for k in chooser.names:
-        home.put(t0, k, 100 if kind == "bank" else [] if kind == "list-append" else 0)
-    home.commit(t0)
+    for _ in range(50):  # message loss can abort even this one: try again
+        t0 = home.begin()
+        for k in chooser.names:
+            home.put(t0, k, 100 if kind == "bank" else [] if kind == "list-append" else 0)
+        if home.commit(t0):
+            break
+    else:
+        raise KvlabError("could not commit the initial data in 50 attempts: lower the loss rate")
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -128,10 +132,12 @@ def run(kind: str = "bank", transactions: int = 1000, concurrency: int = 8, keys
             for _ in range(min(concurrency, transactions - done)):
                 node = cluster[rng.choice(live)]
                 ro = rng.random() < read_only
-                batch.append([node, node.begin(isolation), ro,
-                              chooser.names if ro and kind == "bank" else chooser.pick(ops_per_tx),
-                              0])
-            done += len(batch)
+                ks = chooser.names if ro and kind == "bank" else chooser.pick(ops_per_tx)
+                try:
+                    batch.append([node, node.begin(isolation), ro, ks, 0])
+                except SimulationTimeout:  # every request for a start timestamp was lost
+                    timeouts += 1
+            done += min(concurrency, transactions - done)
             # interleave the batch: operations, commits and message deliveries mix freely
             handles = []
             pending = list(range(len(batch)))

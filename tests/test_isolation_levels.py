@@ -76,3 +76,17 @@ def test_random_workloads_with_faults_never_show_a_forbidden_anomaly(
                       faults=workloads.Faults(crash_rate=crash_rate, loss=loss, latency=(1, 8)))
     report = kvlab.check(r.history, level)
     assert report.ok, str(report)
+
+
+@pytest.mark.parametrize("seed", [2, 4, 6])
+def test_heavy_faults_keep_atomicity_and_the_bank_invariant(seed):
+    # seeds that once produced a stale presumed-abort answer reaching a committed participant
+    r = workloads.run("bank", transactions=500, concurrency=8, keys=10, seed=seed,
+                      faults=workloads.Faults(crash_rate=0.3, loss=0.1, latency=(1, 20)))
+    assert r.committed > 0
+    assert kvlab.check(r.history, "snapshot").ok
+    assert kvlab.audit.audit(r.cluster).ok
+    assert set(workloads.bank_totals(r.history)) <= {1000}
+    stale = [e for e in r.cluster.trace.filter("state")
+             if e.data.get("event") == "stale presumed abort"]
+    assert all(e.data["old"] == "COMMITTED" for e in stale)

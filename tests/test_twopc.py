@@ -573,3 +573,18 @@ def test_same_inputs_give_same_outputs():
     assert any(o.records and o.records[0].type == "DECISION" for o in outs_a)
     assert [m.kind for m in outs_a[6].messages] == [VOTE_NO]
     assert outs_a[-2].messages[0].body["reason"] == "already aborted here"
+
+
+def test_committed_participant_ignores_a_stale_presumed_abort_but_not_a_real_one():
+    core = NodeCore("n2", NodeConfig(["n1", "n2"]))
+    prepare = Message("n1", "n2", PREPARE, "T1", {"start_ts": 1, "isolation": "snapshot",
+                                                  "coordinator": "n1",
+                                                  "participants": ["n1", "n2"],
+                                                  "writes": {"x": [1, False]}, "reads": []})
+    core.handle(Deliver(prepare))
+    core.handle(Deliver(Message("n1", "n2", COMMIT, "T1", {"commit_ts": 5})))
+    out = core.handle(Deliver(Message("n1", "n2", ABORT, "T1", {"presumed": True})))
+    assert [n["event"] for n in out.notes] == ["stale presumed abort"]
+    assert core.store.latest("x").writer == "T1"
+    with pytest.raises(ProtocolError, match="atomicity violated"):
+        core.handle(Deliver(Message("n1", "n2", ABORT, "T1", {})))
