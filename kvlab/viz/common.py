@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+import matplotlib
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -23,10 +24,12 @@ class VizError(KvlabError):
     """A view was given something it cannot draw."""
 
 
-def new_figure(width: float, height: float, dpi: int = 100) -> Figure:
-    """A pyplot-free figure with an Agg canvas (renders to PNG, displays once in Jupyter)."""
+def new_figure(width: float, height: float, dpi: float | None = None) -> Figure:
+    """A pyplot-free figure with an Agg canvas (renders to PNG, displays once in Jupyter).
+
+    ``dpi`` defaults to ``matplotlib.rcParams["figure.dpi"]``, so a notebook's setting applies."""
     _register_jupyter_png()
-    fig = Figure(figsize=(width, height), dpi=dpi)
+    fig = Figure(figsize=(width, height), dpi=dpi or matplotlib.rcParams["figure.dpi"])
     FigureCanvasAgg(fig)
     return fig
 
