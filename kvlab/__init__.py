@@ -14,17 +14,17 @@ from kvlab.checker import Anomaly, CheckReport, check
 from kvlab.cluster import Cluster, CommitHandle, Node, Outcome, initialize, reset_default
 from kvlab.errors import (
     ConfigurationError,
-                          CorruptLog,
-                          InvalidKey,
-                          InvalidValue,
-                          KvlabError,
-                          MessageNotFound,
-                          NodeUnavailable,
-                          ProtocolError,
-                          SimulationTimeout,
-                          TransactionClosed,
-                          TransactionNotFound,
-                          UnknownNode,
+    CorruptLog,
+    InvalidKey,
+    InvalidValue,
+    KvlabError,
+    MessageNotFound,
+    NodeUnavailable,
+    ProtocolError,
+    SimulationTimeout,
+    TransactionClosed,
+    TransactionNotFound,
+    UnknownNode,
 )
 from kvlab.history import History
 from kvlab.twopc import Rules, Timing
@@ -36,7 +36,6 @@ __all__ = [
     "Cluster", "Node", "CommitHandle", "Outcome", "initialize", "reset_default", "History",
     "check", "CheckReport", "Anomaly", "scenarios", "workloads", "audit",
     "Timing", "Rules", "TornTailWarning", "KvlabError", "TransactionNotFound", "TransactionClosed",
-    "ConfigurationError",
-    "NodeUnavailable", "UnknownNode", "InvalidKey", "InvalidValue", "CorruptLog",
-    "SimulationTimeout", "MessageNotFound", "ProtocolError",
+    "ConfigurationError", "NodeUnavailable", "UnknownNode", "InvalidKey", "InvalidValue",
+    "CorruptLog", "SimulationTimeout", "MessageNotFound", "ProtocolError",
 ]
