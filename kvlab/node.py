@@ -408,8 +408,7 @@ class NodeCore:
         """Oldest start timestamp still in use here: its snapshot must stay readable, and
         until it is decided its PREPAREs must still find every newer version (tombstones too)
         to detect write-write conflicts."""
-        stamps = [t.start_ts for t in self.coordinator.txs.values()
-                  if t.state in (ACTIVE, PREPARING, AWAIT_TS)]
+        stamps = [t.start_ts for t in self.coordinator.undecided.values()]
         stamps += [w.ts for w in self.waiting]
         return min(stamps) if stamps else None
 

@@ -52,6 +52,7 @@ PREPARED = "PREPARED"  # voted yes, holds locks, waits for the decision
 IN_DOUBT = "IN_DOUBT"  # prepared and the decision is late (or we just recovered): asking
 
 COORDINATOR_STATES = (ACTIVE, PREPARING, AWAIT_TS, COMMITTING, COMMITTED, ABORTED)
+UNDECIDED = (ACTIVE, PREPARING, AWAIT_TS)  # the start timestamp still matters (see mvcc GC)
 PARTICIPANT_STATES = (INIT, PREPARED, IN_DOUBT, COMMITTED, ABORTED)
 
 # state -> {event: next state}
@@ -150,6 +151,7 @@ class Coordinator:
         self.timing = timing
         self.rules = rules
         self.txs: dict[str, CoordTx] = {}
+        self.undecided: dict[str, CoordTx] = {}  # index of txs in UNDECIDED states
 
     def _move(self, out: Outputs, tx: CoordTx, event: str) -> None:
         if tx.state == INIT:  # a record being created: begin() or recovery
@@ -158,6 +160,10 @@ class Coordinator:
             new = advance(COORDINATOR_TRANSITIONS, tx.state, event)
         out.note(role="coordinator", tx=tx.id, event=event, old=tx.state, new=new)
         tx.state = new
+        if new in UNDECIDED:
+            self.undecided[tx.id] = tx
+        else:
+            self.undecided.pop(tx.id, None)
 
     def _msg(self, dst: str, kind: str, tx: CoordTx, **body: Any) -> Message:
         return Message(self.node_id, dst, kind, tx.id, body)
@@ -347,18 +353,24 @@ class Participant:
         self.store = store
         self.timing = timing
         self.rules = rules
+        self.holding: dict[str, PartTx] = {}  # index of txs in PREPARED or IN_DOUBT
         self.txs: dict[str, PartTx] = {}
 
     def _move(self, out: Outputs, tx: PartTx, event: str) -> None:
         new = advance(PARTICIPANT_TRANSITIONS, tx.state, event)
         out.note(role="participant", tx=tx.id, event=event, old=tx.state, new=new)
         tx.state = new
+        if new in (PREPARED, IN_DOUBT):
+            self.holding[tx.id] = tx
+        else:
+            self.holding.pop(tx.id, None)
 
     def _reply(self, tx: PartTx, kind: str, **body: Any) -> Message:
         return Message(self.node_id, tx.coordinator, kind, tx.id, body)
 
     def in_doubt(self) -> list[PartTx]:
-        return [t for t in self.txs.values() if t.state in (PREPARED, IN_DOUBT)]
+        """Prepared and undecided: holding locks until the coordinator's decision arrives."""
+        return list(self.holding.values())
 
     def on_prepare(self, msg: Message) -> Outputs:
         out = Outputs()
