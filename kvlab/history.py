@@ -26,7 +26,7 @@ class InvalidHistory(KvlabError):
     """The history cannot be checked as given: malformed, ambiguous or self-contradictory."""
 
 
-@dataclass
+@dataclass(slots=True)
 class Op:
     """One read, write or list append, in program order.
 
@@ -45,7 +45,7 @@ class Op:
     deleted: bool = False
 
 
-@dataclass
+@dataclass(slots=True)
 class Txn:
     """A transaction as the history saw it."""
 

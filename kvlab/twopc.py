@@ -124,7 +124,7 @@ class Rules:
 # ---------------------------------------------------------------------------------------------
 # Coordinator
 # ---------------------------------------------------------------------------------------------
-@dataclass
+@dataclass(slots=True)
 class CoordTx:
     """Everything the coordinator (the node where the transaction began) knows about it."""
 
@@ -333,7 +333,7 @@ class Coordinator:
 # ---------------------------------------------------------------------------------------------
 # Participant
 # ---------------------------------------------------------------------------------------------
-@dataclass
+@dataclass(slots=True)
 class PartTx:
     id: str
     coordinator: str
