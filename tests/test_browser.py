@@ -1,4 +1,4 @@
-"""A real browser: JupyterLab on 127.0.0.1, notebook 1 run in Debian's Chromium, Step clicked.
+"""A real browser: notebook 1 in JupyterLab and as a Voila app, in Debian's Chromium; Step clicked.
 
 Needs Debian's ``chromium`` (``apt-get install chromium``; ``scripts/test.sh`` installs it when
 run as root) and the Python ``playwright`` package, which drives that Chromium directly: no
@@ -8,12 +8,15 @@ The notebook is copied to a temporary directory first, so autosave never touches
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -41,12 +44,54 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@contextlib.contextmanager
+def _serve(cmd: list[str], ready_url: str, log_path: Path, env: dict[str, str] | None = None):
+    """Run a server on 127.0.0.1 until the block ends; wait until ``ready_url`` answers."""
+    log = open(log_path, "wb")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(ready_url, timeout=2)
+                break
+            except urllib.error.HTTPError:
+                break  # it answers: that is all we wait for
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{cmd[2]} did not start:\n"
+                                       + log_path.read_text()[-3000:]) from None
+                time.sleep(0.3)
+        yield
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
 @pytest.fixture
-def lab(tmp_path):
+def chromium():
     _require(os.path.exists(CHROMIUM), "Debian's chromium is not installed (apt-get install "
                                        "chromium)")
-    _require(shutil.which("jupyter-lab", path=str(Path(sys.executable).parent)) is not None
-             or shutil.which("jupyter-lab") is not None, "jupyterlab is not installed")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM, headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync"])
+        try:
+            yield browser.new_page(viewport={"width": 1400, "height": 2000})
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def lab(tmp_path):
+    _require(importlib.util.find_spec("jupyterlab") is not None, "jupyterlab is not installed")
     root = tmp_path / "lab"
     root.mkdir()
     shutil.copy(NOTEBOOK, root / NOTEBOOK.name)
@@ -60,30 +105,24 @@ def lab(tmp_path):
     cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", "--allow-root",
            f"--port={port}", f"--ServerApp.root_dir={root}", f"--IdentityProvider.token={TOKEN}",
            f"--LabApp.user_settings_dir={tmp_path / 'settings'}",
-           f"--LabApp.workspaces_dir={tmp_path / 'workspaces'}",
-           "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
-    log = open(tmp_path / "lab.log", "wb")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+           f"--LabApp.workspaces_dir={tmp_path / 'workspaces'}"]
     base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"{base}/api/status?token={TOKEN}", timeout=2)
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("JupyterLab did not start:\n"
-                                       + (tmp_path / "lab.log").read_text()[-3000:]) from None
-                time.sleep(0.3)
+    with _serve(cmd, f"{base}/api/status?token={TOKEN}", tmp_path / "lab.log", env):
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+
+
+@pytest.fixture
+def voila(tmp_path):
+    _require(importlib.util.find_spec("voila") is not None, "voila is not installed")
+    shutil.copy(NOTEBOOK, tmp_path / NOTEBOOK.name)
+    port = _free_port()
+    env = dict(os.environ, JUPYTER_CONFIG_DIR=str(tmp_path / "config"),
+               JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"))
+    cmd = [sys.executable, "-m", "voila", "--no-browser", "--Voila.ip=127.0.0.1",
+           f"--port={port}", str(tmp_path / NOTEBOOK.name)]
+    base = f"http://127.0.0.1:{port}"
+    with _serve(cmd, f"{base}/voila/static/", tmp_path / "voila.log", env):  # any answer
+        yield base
 
 
 def _explorer_state(page) -> str:
@@ -91,59 +130,59 @@ def _explorer_state(page) -> str:
     return page.evaluate("""() => {
         const step = [...document.querySelectorAll('button')]
             .find(b => b.textContent.trim() === 'Step');
-        const area = step.closest('.jp-OutputArea-output') || step.closest('.jp-Cell');
+        const area = step.closest('.jp-OutputArea-output') || step.closest('.jp-Cell')
+            || document.body;
         const imgs = [...area.querySelectorAll('img')].map(i => i.src.length + ':' +
                                                             i.src.slice(-200));
         return area.innerText + '|' + imgs.join(',');
     }""")
 
 
-def test_notebook_one_runs_in_jupyterlab_and_step_changes_the_explorer(lab):
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync"])
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 2000})
-            page.goto(f"{lab}/lab/tree/{NOTEBOOK.name}?token={TOKEN}")
-            page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=60_000)
-            try:  # a fresh server may ask which kernel to start: accept the suggested one
-                page.locator(".jp-Dialog .jp-mod-accept").click(timeout=5_000)
-            except sync_api.TimeoutError:
-                pass
-            page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']",
-                                   timeout=60_000)
-            page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
-            page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
-            step = page.locator("button.widget-button", has_text="Step")
-            try:
-                step.first.wait_for(state="visible", timeout=90_000)
-            except sync_api.TimeoutError:
-                page.screenshot(path=str(SCREENSHOT.with_suffix(".failed.png")))
-                raise
-            page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']",
-                                   timeout=90_000)
-            errors = page.locator(".jp-OutputArea-output[data-mime-type="
-                                  "'application/vnd.jupyter.stderr']", has_text="Error")
-            assert errors.count() == 0, errors.first.inner_text()
-            step.first.scroll_into_view_if_needed()
-            before = _explorer_state(page)
-            step.first.click()
-            deadline = time.monotonic() + 20
-            while _explorer_state(page) == before and time.monotonic() < deadline:
-                page.wait_for_timeout(200)
-            after = _explorer_state(page)
-            assert after != before, "clicking Step did not change the explorer"
-            news = page.locator(".jp-toast-container button", has_text="No")
-            if news.count():  # "get notified about Jupyter news?" would cover the picture
-                news.first.click()
-            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-            area = step.first.locator("xpath=ancestor::div[contains(@class,"
-                                      "'jp-OutputArea-output')][1]")
-            area.screenshot(path=str(SCREENSHOT))
-            assert SCREENSHOT.stat().st_size > 10_000
-        finally:
-            browser.close()
+def _step_changes_the_explorer(page, step) -> None:
+    step.scroll_into_view_if_needed()
+    before = _explorer_state(page)
+    step.click()
+    deadline = time.monotonic() + 20
+    while _explorer_state(page) == before and time.monotonic() < deadline:
+        page.wait_for_timeout(200)
+    assert _explorer_state(page) != before, "clicking Step did not change the explorer"
+
+
+def test_notebook_one_runs_in_jupyterlab_and_step_changes_the_explorer(lab, chromium):
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    page = chromium
+    page.goto(f"{lab}/lab/tree/{NOTEBOOK.name}?token={TOKEN}")
+    page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=60_000)
+    try:  # a fresh server may ask which kernel to start: accept the suggested one
+        page.locator(".jp-Dialog .jp-mod-accept").click(timeout=5_000)
+    except PlaywrightTimeout:
+        pass
+    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']",
+                           timeout=60_000)
+    page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+    page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+    step = page.locator("button.widget-button", has_text="Step").first
+    try:
+        step.wait_for(state="visible", timeout=90_000)
+    except PlaywrightTimeout:
+        page.screenshot(path=str(SCREENSHOT.with_suffix(".failed.png")))
+        raise
+    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']",
+                           timeout=90_000)
+    errors = page.locator(".jp-OutputArea-output[data-mime-type="
+                          "'application/vnd.jupyter.stderr']", has_text="Error")
+    assert errors.count() == 0, errors.first.inner_text()
+    _step_changes_the_explorer(page, step)
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    area = step.locator("xpath=ancestor::div[contains(@class,'jp-OutputArea-output')][1]")
+    area.screenshot(path=str(SCREENSHOT))
+    assert SCREENSHOT.stat().st_size > 10_000
+
+
+def test_notebook_one_as_a_voila_app_and_step_changes_the_explorer(voila, chromium):
+    page = chromium
+    page.goto(f"{voila}/", timeout=120_000)  # Voila runs every cell before it shows the page
+    step = page.locator("button.widget-button", has_text="Step").first
+    step.wait_for(state="visible", timeout=120_000)
+    assert page.locator("text=Traceback").count() == 0
+    _step_changes_the_explorer(page, step)
