@@ -5,7 +5,7 @@ same process, so the numbers mean something on any machine.
    2PC loop (the same protocol steps with no simulation, no trace, no log): target >= 0.10;
 2. durable 3-node throughput (file WAL, fsync, group commit, 16+ concurrent transactions) vs
    sqlite3 in WAL mode with synchronous=FULL doing the same 2-key transactions: target >= 1.0;
-3. recovery replay rate of a node's WAL in records/s: target >= 100k/s.
+3. recovery: reopening a data directory replays every node's WAL; records/s, target >= 100k
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Callable
 
 from kvlab.cluster import Cluster
-from kvlab.node import NodeCore, Recover
+from kvlab.wal import decode
 
 NODES = ["n1", "n2", "n3"]
 
@@ -176,13 +176,14 @@ def replay(directory: str) -> tuple[int, float]:
             hs.append(node.commit_async(tx))
         c.run()
     c.close()
-    wal, config = c.wal("n1"), c.config
+    records = sum(len(decode(c.wal(n).disk.read_log())[0]) for n in NODES)
     del c, nodes
     gc.collect()
     t = time.perf_counter()
-    _, records = wal.recover()
-    NodeCore("n1", config).handle(Recover(None, records))
-    return len(records), time.perf_counter() - t
+    reopened = Cluster(NODES, data_dir=directory, trace=False)  # recovers every node's log
+    secs = time.perf_counter() - t
+    reopened.close()
+    return records, secs
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -9,11 +9,13 @@ synchronous client calls (``get``, ``commit``) run the queue just until their an
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import heapq
 import itertools
 import random
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,19 @@ from kvlab.twopc import COMMITTING, Rules, Timing
 from kvlab.wal import FileDisk, MemoryDisk, TornTailWarning, Wal
 
 _FLUSH, _MSG, _TIMER = 0, 1, 2  # at equal times: flushes first, then messages, then timers
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Replay builds a large, acyclic structure in one go; Python's cyclic collector would
+    rescan it again and again while it grows (about 3x the replay time), so pause it."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 class Cluster:
@@ -496,16 +511,17 @@ class Cluster:
 
     def _recover(self, node: str, reopen: bool = False) -> None:
         wal = self._wals[node]
-        with warnings.catch_warnings(record=True) as caught:
+        core = self._cores[node]
+        with warnings.catch_warnings(record=True) as caught, _collector_paused():
             warnings.simplefilter("always", TornTailWarning)
             state, records = wal.recover()
+            out = core.handle(Recover(state, records)) if state or records or not reopen \
+                else None
         for w in caught:
             self.trace.record(self.now, "torn", node, {"warning": str(w.message)})
             warnings.warn(w.message, stacklevel=3)
-        if reopen and state is None and not records:
+        if out is None:
             return
-        core = self._cores[node]
-        out = core.handle(Recover(state, records))
         self.tso.advance_to(core.max_ts)
         self.trace.record(self.now, "restart", node,
                           {"replayed": len(records), "checkpoint": state is not None,
