@@ -200,7 +200,7 @@ class Coordinator:
             if msg.kind == VOTE_YES:  # presumed abort: release the locks it is holding
                 if tx is not None:
                     self._move(out, tx, "late vote")
-                out.send(Message(self.node_id, msg.src, ABORT, msg.tx, {}))
+                out.send(Message(self.node_id, msg.src, ABORT, msg.tx, {"presumed": tx is None}))
             return out
         if tx.state != PREPARING:
             return out  # a duplicate vote after the outcome is known
@@ -435,7 +435,13 @@ class Participant:
     def on_abort(self, msg: Message) -> Outputs:
         out = Outputs()
         tx = self.txs.get(msg.tx)
-        if tx is None:  # ABORT overtook PREPARE (or we never saw it): remember, refuse it later
+        if tx is None:
+            if msg.body.get("presumed"):
+                # Only a participant that prepared asks (or votes) and so gets a presumed abort;
+                # with no record left, it prepared, finished and checkpointed long ago. Stale.
+                out.note(role="participant", tx=msg.tx, event="stale presumed abort ignored")
+                return out
+            # a decided ABORT overtook our PREPARE: remember it, and refuse that PREPARE later
             tx = PartTx(msg.tx, msg.src, 0, {}, [])
             self.txs[tx.id] = tx
             self._move(out, tx, "abort")

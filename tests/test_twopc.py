@@ -588,3 +588,15 @@ def test_committed_participant_ignores_a_stale_presumed_abort_but_not_a_real_one
     assert core.store.latest("x").writer == "T1"
     with pytest.raises(ProtocolError, match="atomicity violated"):
         core.handle(Deliver(Message("n1", "n2", ABORT, "T1", {})))
+
+
+def test_presumed_abort_for_a_forgotten_transaction_leaves_no_record():
+    # after a checkpoint and restart a participant has forgotten T1; a stale presumed ABORT
+    # must not invent an ABORTED record that a delayed duplicate COMMIT would then contradict
+    core = NodeCore("n2", NodeConfig(["n1", "n2"]))
+    out = core.handle(Deliver(Message("n1", "n2", ABORT, "T1", {"presumed": True})))
+    assert "T1" not in core.participant.txs
+    assert [n["event"] for n in out.notes] == ["stale presumed abort ignored"]
+    core.handle(Deliver(Message("n1", "n2", COMMIT, "T1", {"commit_ts": 5})))  # re-acked
+    decided = core.handle(Deliver(Message("n1", "n2", ABORT, "T9", {})))
+    assert core.participant.txs["T9"].state == ABORTED and decided.notes
