@@ -177,6 +177,12 @@ class Store:
                 del self._collectable[key]
         return removed
 
+    def lose_latest(self, key: str) -> Version:
+        """Fault injection for lessons: forget the newest version of ``key`` here, as a replica
+        with a faulty disk would. Never called by the protocol; the audit must notice it."""
+        self._ts_index[key].pop()
+        return self.chains[key].pop()
+
     # -- inspection and checkpoints ------------------------------------------------------
     def version_count(self) -> int:
         return sum(len(c) for c in self.chains.values())

@@ -53,8 +53,7 @@ def _lose_newest_write(result: WorkloadResult, node: str) -> tuple[str, str, str
     """Drop the newest version of the first key on one replica, as a faulty disk might."""
     store = result.cluster.core(node).store
     key = sorted(store.chains)[0]
-    version = store.chains[key].pop()
-    store._ts_index[key].pop()
+    version = store.lose_latest(key)
     return node, key, version.writer
 
 
