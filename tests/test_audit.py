@@ -65,3 +65,17 @@ def test_audit_refuses_a_cluster_that_is_not_settled():
     c.restart("n2")
     c.run()
     assert audit(c).ok
+
+
+def test_audit_notices_a_replica_that_lost_a_committed_write():
+    c = kvlab.Cluster(NODES)
+    for value in (1, 2):
+        tx = c["n1"].begin()
+        c["n1"].put(tx, "k", value)
+        assert c["n1"].commit(tx)
+    c.run()
+    assert audit(c).ok
+    lost = c.core("n3").store.lose_latest("k")
+    assert lost.value == 2
+    report = audit(c)
+    assert not report.ok and "n3" in str(report) and lost.writer in str(report)
