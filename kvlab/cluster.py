@@ -38,6 +38,7 @@ from kvlab.twopc import COMMITTING, Rules, Timing
 from kvlab.wal import FileDisk, MemoryDisk, TornTailWarning, Wal
 
 _FLUSH, _MSG, _TIMER = 0, 1, 2  # at equal times: flushes first, then messages, then timers
+_PLAIN = (str, int, float, bool, type(None))
 
 
 @contextlib.contextmanager
@@ -452,8 +453,8 @@ class Cluster:
             data = {"id": env.id, "src": m.src, "dst": m.dst, "kind": m.kind, "tx": m.tx}
             if what == "send":
                 data["due"] = env.due
-                if m.body:
-                    data["body"] = m.body  # e.g. a VOTE_NO's reason (shared, not copied)
+                if m.body and all(isinstance(v, _PLAIN) for v in m.body.values()):
+                    data["body"] = m.body  # e.g. a VOTE_NO's reason (plain values only)
             data.update(extra)
             self.trace.record(self.now, what, m.dst if what == "deliver" else m.src, data)
 

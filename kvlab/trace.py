@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,16 +52,50 @@ class Event:
                 "data": self.data}
 
 
+_SEQ, _TIME, _KIND, _NODE = "\0seq", "\0time", "\0kind", "\0node"  # can't clash: not keys
+
+
+def _event(stored: dict[str, Any]) -> Event:
+    data = dict(stored)
+    return Event(data.pop(_SEQ), data.pop(_TIME), data.pop(_KIND), data.pop(_NODE), data)
+
+
+def _store(e: Event) -> dict[str, Any]:
+    return {**e.data, _SEQ: e.seq, _TIME: e.time, _KIND: e.kind, _NODE: e.node}
+
+
 class Trace(list):
-    """A list of :class:`Event` with a few helpers for reading it."""
+    """A list of :class:`Event` with a few helpers for reading it.
+
+    Stored compactly: each event is one dict holding its details plus its time, kind and node.
+    A dict of plain values is invisible to Python's cyclic garbage collector, while a tuple or
+    object holding a dict never is; with hundreds of thousands of events that difference is
+    most of the collector's work in a long run. Indexing and iterating give :class:`Event`s.
+    """
 
     def __init__(self, events: Iterable[Event] = (), enabled: bool = True) -> None:
-        super().__init__(events)
+        super().__init__(_store(e) for e in events)  # Events in, compact dicts stored
         self.enabled = enabled
 
     def record(self, time: int, kind: str, node: str | None, data: dict[str, Any]) -> None:
+        """Append an event; the trace takes ``data`` over (callers pass a fresh dict)."""
         if self.enabled:
-            self.append(Event(len(self), time, kind, node, data))
+            data[_SEQ], data[_TIME], data[_KIND], data[_NODE] = len(self), time, kind, node
+            self.append(data)
+
+    def __iter__(self) -> Iterator[Event]:
+        return map(_event, super().__iter__())
+
+    def __reversed__(self) -> Iterator[Event]:
+        return map(_event, super().__reversed__())
+
+    def __getitem__(self, i):  # slices stay Traces
+        got = super().__getitem__(i)
+        if isinstance(i, slice):
+            t = Trace()
+            list.extend(t, got)
+            return t
+        return _event(got)
 
     def lines(self) -> list[str]:
         return [str(e) for e in self]
@@ -86,10 +120,6 @@ class Trace(list):
 
     def messages(self) -> Trace:
         return self.filter(("send", "deliver", "drop"))
-
-    def __getitem__(self, i):  # slices stay Traces
-        got = super().__getitem__(i)
-        return Trace(got) if isinstance(i, slice) else got
 
     def __repr__(self) -> str:
         return f"<Trace {len(self)} events>"

@@ -19,6 +19,7 @@ transaction answers "abort", which is right because it logs nothing until it dec
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -164,6 +165,8 @@ class Coordinator:
             self.undecided[tx.id] = tx
         else:
             self.undecided.pop(tx.id, None)
+        if new in (COMMITTED, ABORTED):  # the working sets are done with; keep the outcome
+            tx.writes, tx.reads, tx.votes, tx.acked = {}, {}, {}, {}
 
     def _msg(self, dst: str, kind: str, tx: CoordTx, **body: Any) -> Message:
         return Message(self.node_id, dst, kind, tx.id, body)
@@ -339,7 +342,7 @@ class PartTx:
     coordinator: str
     start_ts: int
     writes: dict[str, tuple[Any, bool]]
-    reads: list[str]
+    reads: Sequence[str]  # a tuple once the transaction is over
     state: str = INIT
     commit_ts: int | None = None
     attempt: int = 0
@@ -429,7 +432,8 @@ class Participant:
         out.cancel += [("decision", tx.id), ("status", tx.id)]
         out.log("COMMIT", {"tx": tx.id, "commit_ts": ts}, force=self.rules.force_commit)
         out.send(self._reply(tx, ACK))
-        out.note(role="participant", tx=tx.id, event="released", keys=list(tx.writes))
+        out.note(role="participant", tx=tx.id, event="released", keys=tuple(tx.writes))
+        tx.writes, tx.reads = {}, ()  # applied and unlocked: only the outcome matters now
         return out
 
     def on_abort(self, msg: Message) -> Outputs:
@@ -463,7 +467,8 @@ class Participant:
         if held:
             self.store.unlock(tx.id, list(tx.writes), tx.reads)
             out.log("ABORT", {"tx": tx.id})  # presumed abort: never forced
-            out.note(role="participant", tx=tx.id, event="released", keys=list(tx.writes))
+            out.note(role="participant", tx=tx.id, event="released", keys=tuple(tx.writes))
+        tx.writes, tx.reads = {}, ()
         return out
 
     def on_timer(self, key: tuple) -> Outputs:
