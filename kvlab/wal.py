@@ -270,16 +270,21 @@ class Wal:
         self.disk.truncate_log()
         self.since_checkpoint = 0
 
+    def _checkpoint(self) -> LogRecord | None:
+        """The checkpoint on disk, if any; it is written atomically, so damage is never torn."""
+        blob = self.disk.read_checkpoint()
+        if blob is None:
+            return None
+        got = _frame_at(blob, 0)
+        if got is None or got[1] != len(blob):
+            raise CorruptLog(f"{self.name}: checkpoint file fails its checksum. Restore it "
+                             f"from a backup, or delete the node's data directory.")
+        return LogRecord(got[0]["lsn"], got[0]["type"], got[0]["data"])
+
     def durable(self) -> tuple[LogRecord | None, list[LogRecord], int]:
         """Read-only look at the disk: the checkpoint record, the intact log records, and how
         many torn bytes follow them. Unlike :meth:`recover` it cuts nothing."""
-        blob = self.disk.read_checkpoint()
-        ck = None
-        if blob is not None:
-            got = _frame_at(blob, 0)
-            if got is None:
-                raise CorruptLog(f"{self.name}: checkpoint file fails its checksum")
-            ck = LogRecord(got[0]["lsn"], got[0]["type"], got[0]["data"])
+        ck = self._checkpoint()
         buf = self.disk.read_log()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", TornTailWarning)
@@ -288,14 +293,8 @@ class Wal:
 
     def recover(self) -> tuple[dict[str, Any] | None, list[LogRecord]]:
         """Read the checkpoint and the log records after it; cut a torn tail off for good."""
-        state, covered = None, 0
-        blob = self.disk.read_checkpoint()
-        if blob is not None:
-            got = _frame_at(blob, 0)
-            if got is None or got[1] != len(blob):
-                raise CorruptLog(f"{self.name}: checkpoint file fails its checksum. Restore it "
-                                 f"from a backup, or delete the node's data directory.")
-            state, covered = got[0]["data"], got[0]["lsn"]
+        ck = self._checkpoint()
+        state, covered = (ck.data, ck.lsn) if ck is not None else (None, 0)
         buf = self.disk.read_log()
         records, end = decode(buf, source=self.name)
         if end < len(buf):
