@@ -497,4 +497,4 @@ class NodeCore:
 
 __all__ = ["NodeCore", "NodeConfig", "ReadResult", "owner_of", "ISOLATION_LEVELS", "PLACEMENTS",
            "Begin", "Get", "Write", "Commit", "Rollback", "Deliver", "Fire", "PeerUp", "Recover",
-           "Gc", "COMMITTING", "AWAIT_TS"]
+           "Gc"]

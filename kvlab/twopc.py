@@ -70,7 +70,7 @@ COORDINATOR_TRANSITIONS: dict[str, dict[str, str]] = {
 # where a coordinator record starts: begin() creates it ACTIVE; recovery recreates it from a
 # durable decision that has no END record
 COORDINATOR_ENTRIES = {"begin": ACTIVE, "recover decision": COMMITTING}
-COORDINATOR_RECOVERY = {"recover decision": COMMITTING}
+COORDINATOR_RECOVERY = {e: s for e, s in COORDINATOR_ENTRIES.items() if e != "begin"}
 
 PARTICIPANT_TRANSITIONS: dict[str, dict[str, str]] = {
     INIT: {"prepare ok": PREPARED, "prepare conflict": ABORTED, "abort": ABORTED,
