@@ -9,10 +9,12 @@
 True
 """
 
-from kvlab import audit, scenarios, workloads
+from kvlab import audit, classic, scenarios, workloads
 from kvlab.checker import Anomaly, CheckReport, check
-from kvlab.cluster import Cluster, CommitHandle, Node, Outcome, initialize, reset_default
+from kvlab.classic import initialize, reset_default
+from kvlab.cluster import Cluster, CommitHandle, Node, Outcome
 from kvlab.errors import (
+    ClusterClosed,
     ConfigurationError,
     CorruptLog,
     InvalidKey,
@@ -34,8 +36,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Cluster", "Node", "CommitHandle", "Outcome", "initialize", "reset_default", "History",
-    "check", "CheckReport", "Anomaly", "scenarios", "workloads", "audit",
-    "Timing", "Rules", "TornTailWarning", "KvlabError", "TransactionNotFound", "TransactionClosed",
+    "check", "CheckReport", "Anomaly", "scenarios", "workloads", "audit", "classic",
+    "Timing", "Rules", "TornTailWarning", "KvlabError", "ClusterClosed", "TransactionNotFound", "TransactionClosed",
     "ConfigurationError", "NodeUnavailable", "UnknownNode", "InvalidKey", "InvalidValue",
     "CorruptLog", "SimulationTimeout", "MessageNotFound", "ProtocolError",
 ]

@@ -1,8 +1,10 @@
 """The classic client API: a handle per node with begin, get, put, delete, commit, rollback.
 
 A :class:`Node` is what ``cluster.node("n1")`` and ``kvlab.initialize("n1", ids)`` return. It
-validates arguments, hands each call to the node's state machine through the cluster (which runs
-the simulation until the answer exists), and records every read and write in the history.
+checks arguments, hands each call to the node's state machine through a
+:class:`kvlab.driver.Driver` (which runs until the answer exists), and records every read and
+write in the history. Every misuse raises a typed :class:`~kvlab.errors.KvlabError` from the
+public call itself, before anything changes.
 """
 
 from __future__ import annotations
@@ -11,14 +13,23 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from kvlab.errors import ConfigurationError, InvalidKey, InvalidValue, TransactionNotFound
+from kvlab.driver import public
+from kvlab.errors import (
+    ConfigurationError,
+    InvalidKey,
+    InvalidValue,
+    TransactionNotFound,
+)
 from kvlab.history import Op, Txn
 from kvlab.mvcc import Version
-from kvlab.node import ISOLATION_LEVELS, Begin, Commit, Get, ReadResult, Rollback, Write
-from kvlab.twopc import ABORTED, ACTIVE, AWAIT_TS, COMMITTED, COMMITTING, PREPARING, CoordTx
+from kvlab.node import ISOLATION_LEVELS, Begin, Get, ReadResult, Rollback, Write
+from kvlab.twopc import ABORTED, ACTIVE, AWAIT_TS, COMMITTED, COMMITTING, PREPARING
+from kvlab.wal import encode
 
 if TYPE_CHECKING:
-    from kvlab.cluster import Cluster
+    from kvlab.driver import Driver
+
+MAX_DEPTH = 64  # lists and dicts nested deeper than this are refused (JSON and recursion)
 
 
 # -- values --------------------------------------------------------------------------------------
@@ -28,7 +39,14 @@ def check_key(key: Any) -> str:
     return key
 
 
-def _clean(value: Any, top: bool = True) -> Any:
+def check_tx(tx: Any) -> str:
+    if not isinstance(tx, str):
+        raise TransactionNotFound(f"transaction ids are the strings begin() returns (e.g. "
+                                  f"'T3'), got {tx!r}")
+    return tx
+
+
+def _clean(value: Any, depth: int = 0) -> Any:
     """Validate a JSON value and return a private copy (the store must not alias user objects)."""
     t = type(value)
     if t is str or t is int or t is bool:
@@ -37,20 +55,38 @@ def _clean(value: Any, top: bool = True) -> Any:
         if not math.isfinite(value):
             raise InvalidValue(f"{value!r} is not JSON: use a finite float")
         return value
+    if depth >= MAX_DEPTH and (t is list or t is tuple or t is dict):
+        raise InvalidValue(f"values may nest lists and dicts at most {MAX_DEPTH} deep; store "
+                           f"deeper structures flattened (e.g. as several keys)")
     if t is list or t is tuple:
-        return [_clean(v, False) for v in value]
+        return [_clean(v, depth + 1) for v in value]
     if t is dict:
         for k in value:
             if not isinstance(k, str):
                 raise InvalidValue(f"dict keys must be strings for JSON, got {k!r}")
-        return {k: _clean(v, False) for k, v in value.items()}
+        return {k: _clean(v, depth + 1) for k, v in value.items()}
     if value is None:
-        if top:
+        if depth == 0:
             raise InvalidValue("None is not a storable value (get() returns None for 'no "
                                "value'): use delete(tx, key) to remove a key")
         return None
     raise InvalidValue(f"values must be JSON-serialisable (int, float, str, bool, list, dict); "
                        f"got {t.__name__}: {value!r}")
+
+
+def check_value(value: Any) -> Any:
+    """A private copy of ``value`` if the log can encode it, else InvalidValue.
+
+    The encoding is the WAL's own, so whatever ``put()`` accepts can be logged in a PREPARE
+    record later (an int of more digits than Python's str() allows, say, is refused here, not
+    half-way through two-phase commit)."""
+    v = _clean(value)
+    try:
+        encode(0, "CHECK", {"value": v})
+    except (ValueError, TypeError, RecursionError) as e:
+        raise InvalidValue(f"the write-ahead log cannot encode this value ({e}); store it in "
+                           f"another form, e.g. a big int as a string") from None
+    return v
 
 
 def _copy(value: Any) -> Any:
@@ -85,22 +121,37 @@ _STATUS = {ACTIVE: "active", PREPARING: "committing", AWAIT_TS: "committing",
 class CommitHandle:
     """A commit started with ``commit_async``: poll ``done``, or ``wait()`` to drive it home."""
 
-    def __init__(self, cluster: Cluster, node: str, tx: str, call: int) -> None:
-        self.cluster, self.node, self.tx, self.call = cluster, node, tx, call
+    def __init__(self, driver: Driver, node: Any, tx: str, number: int) -> None:
+        self.cluster, self.node, self.tx = driver, node, tx
+        self._calls = driver._calls  # type: ignore[attr-defined]
+        self._number = number
+        self._result: bool | None = None
+        self.call: int | None = None  # the driver's call id, once the commit started
+        self.reason = ""
+        self.commit_ts: int | None = None
+
+    def _journal_target(self) -> tuple[str, int]:
+        return ("handle", self._number)
+
+    def _settle(self, committed: bool, reason: str, commit_ts: int | None) -> None:
+        self._result, self.reason, self.commit_ts = committed, reason, commit_ts
 
     @property
     def done(self) -> bool:
-        return self.cluster.history[self.tx].status in ("committed", "aborted")
+        return self._result is not None
 
     @property
     def committed(self) -> bool | None:
         """True/False once decided, None while 2PC is still running."""
-        status = self.cluster.history[self.tx].status
-        return None if status not in ("committed", "aborted") else status == "committed"
+        return self._result
 
+    @public()
     def wait(self) -> bool:
-        self.cluster._drive(self.node, self.call, lambda: self.done, f"commit({self.tx!r})")
-        return bool(self.committed)
+        """Run the cluster until this commit's outcome is known; True if it committed."""
+        if self._result is None:
+            self.cluster.wait(self.node, lambda: self._result is not None,
+                              f"commit({self.tx!r})", self.call, abandon=False)
+        return bool(self._result)
 
     def __repr__(self) -> str:
         state = "running" if not self.done else ("committed" if self.committed else "aborted")
@@ -110,91 +161,114 @@ class CommitHandle:
 class Node:
     """The classic per-node API: begin, get, put, delete, commit, rollback."""
 
-    def __init__(self, cluster: Cluster, node_id: str) -> None:
-        self.cluster = cluster
+    def __init__(self, driver: Driver, node_id: Any) -> None:
+        self.cluster = driver
         self.id = node_id
+        self._calls = driver._calls  # type: ignore[attr-defined]
+
+    def _journal_target(self) -> tuple[str, Any]:
+        return ("node", self.id)
 
     def __repr__(self) -> str:
         return f"<kvlab.Node {self.id} ({'up' if self.up else 'crashed'})>"
 
     @property
     def up(self) -> bool:
-        return self.cluster._cores[self.id] is not None
+        with self._calls.lock:
+            return self.cluster.is_up(self.id)
 
+    @public()
     def begin(self, isolation: str = "snapshot") -> str:
         """Start a transaction; returns its id. Asks the oracle for a start timestamp."""
         if isolation not in ISOLATION_LEVELS:
             raise ConfigurationError(f"unknown isolation {isolation!r}: choose one of "
-                             f"{', '.join(ISOLATION_LEVELS)}")
-        c = self.cluster
-        tx = c._call(self.id, lambda call: Begin(call, isolation), "begin()")
-        core = c._cores[self.id]
-        c.history.add(Txn(tx, self.id, isolation, core.coordinator.txs[tx].start_ts))
-        c._record_call(self.id, "begin", tx=tx, isolation=isolation)
+                                     f"{', '.join(ISOLATION_LEVELS)}")
+        d = self.cluster
+        tx, start_ts = d.call(self.id, lambda call: Begin(call, isolation), "begin()")
+        if d.history is not None:
+            d.history.add(Txn(tx, self.id, isolation, start_ts))
+        d.record_call(self.id, "begin", tx=tx, isolation=isolation)
         return tx
 
+    @public()
     def get(self, tx: str, key: str) -> Any:
         """The value this transaction sees for ``key``, or None if no version is visible."""
+        check_tx(tx)
         check_key(key)
-        c = self.cluster
-        res: ReadResult = c._call(self.id, lambda call: Get(call, tx, key),
-                                  f"get({tx!r}, {key!r})")
-        c.history[tx].ops.append(Op("r", key, _copy(res.value), res.writer, res.version_ts,
-                                    res.deleted))
-        c._record_call(self.id, "get", tx=tx, key=key, value=res.value, writer=res.writer)
+        d = self.cluster
+        res: ReadResult = d.call(self.id, lambda call: Get(call, tx, key),
+                                 f"get({tx!r}, {key!r})")
+        if d.history is not None:
+            d.history[tx].ops.append(Op("r", key, _copy(res.value), res.writer, res.version_ts,
+                                        res.deleted))
+        d.record_call(self.id, "get", tx=tx, key=key, value=res.value, writer=res.writer)
         return _copy(res.value)
 
+    @public()
     def put(self, tx: str, key: str, value: Any) -> None:
         """Buffer a write; other transactions cannot see it until commit."""
+        check_tx(tx)
         check_key(key)
-        v = _clean(value)
-        self._write(tx, key, v, False)
+        self._write(tx, key, check_value(value), False)
 
+    @public()
     def delete(self, tx: str, key: str) -> None:
+        """Buffer a delete (a tombstone version at commit)."""
+        check_tx(tx)
         check_key(key)
         self._write(tx, key, None, True)
 
     def _write(self, tx: str, key: str, value: Any, deleted: bool) -> None:
-        c = self.cluster
-        c._apply(self.id, c._live(self.id).handle(Write(tx, key, value, deleted)))
-        c.history[tx].ops.append(Op("w", key, _copy(value), tx, None, deleted))
-        c._record_call(self.id, "delete" if deleted else "put", tx=tx, key=key, value=value)
+        d = self.cluster
+        d.tell(self.id, Write(tx, key, value, deleted))
+        if d.history is not None:
+            d.history[tx].ops.append(Op("w", key, _copy(value), tx, None, deleted))
+        d.record_call(self.id, "delete" if deleted else "put", tx=tx, key=key, value=value)
 
+    @public()
     def commit(self, tx: str) -> bool:
         """Run two-phase commit to its outcome: True if committed, False if aborted."""
         return self.commit_async(tx).wait()
 
+    @public()
     def commit_async(self, tx: str) -> CommitHandle:
         """Send the PREPAREs and return at once; step or run the cluster to make progress."""
-        c = self.cluster
-        core = c._live(self.id)
-        core.active(tx)  # raise before anything reaches the trace
-        call = next(c._calls)
-        c._record_call(self.id, "commit", tx=tx)
-        c._commit_calls[call] = (self.id, tx)
-        c._apply(self.id, core.handle(Commit(call, tx)))
-        return CommitHandle(c, self.id, tx, call)
+        check_tx(tx)
+        handle = CommitHandle(self.cluster, self.id, tx, self._calls.handles)
+        self.cluster.start_commit(self.id, tx, handle)
+        self._calls.handles += 1
+        return handle
 
+    @public()
     def rollback(self, tx: str) -> None:
-        c = self.cluster
-        c._apply(self.id, c._live(self.id).handle(Rollback(tx)))
-        h = c.history[tx]
-        h.status, h.reason = "aborted", "aborted: rolled back by the client"
-        c._record_call(self.id, "rollback", tx=tx)
+        """Abandon the transaction: its buffered writes are dropped, nothing is sent."""
+        check_tx(tx)
+        d = self.cluster
+        d.tell(self.id, Rollback(tx))
+        if d.history is not None:
+            h = d.history[tx]
+            h.status, h.reason = "aborted", "aborted: rolled back by the client"
+        d.record_call(self.id, "rollback", tx=tx)
 
+    @public(journal=False, after_close=True)
     def outcome(self, tx: str) -> Outcome:
         """Whether ``tx`` committed or aborted, and why."""
-        c = self.cluster
-        core = c._cores[self.id]
-        rec: CoordTx | None = core.coordinator.txs.get(tx) if core is not None else None
-        if rec is not None and rec.state != "INIT":
+        check_tx(tx)
+        d = self.cluster
+        rec = d.coordinator_record(self.id, tx)
+        if rec is not None:
             return Outcome(tx, _STATUS[rec.state], rec.reason, rec.commit_ts)
-        if tx in c.history and c.history[tx].node == self.id:
-            h = c.history[tx]
+        if d.history is not None and tx in d.history and d.history[tx].node == self.id:
+            h = d.history[tx]
             return Outcome(tx, h.status, h.reason, h.commit_ts)
-        raise TransactionNotFound(f"node {self.id} never began a transaction {tx!r}")
+        raise TransactionNotFound(
+            f"node {self.id} has no record of a transaction {tx!r}: it never began here, or "
+            f"it finished long ago and was forgotten (a node keeps the newest "
+            f"Timing.keep_outcomes outcomes; the history keeps them all unless history=False)")
 
     # -- inspection (read-only views for notebooks and kvlab.viz) -------------------------
+    @public(journal=False)
     def versions(self, key: str) -> list[Version]:
         """The version chain of ``key`` on this node, oldest first."""
-        return list(self.cluster._live(self.id).store.chains.get(key, []))
+        check_key(key)
+        return self.cluster.versions(self.id, key)

@@ -1,10 +1,18 @@
-"""The driver: owns the network, the clock, each node's disk and the trace, and does all the I/O.
+"""The simulated driver: owns the network, the clock, each node's disk and the trace.
 
 Nodes (:class:`kvlab.node.NodeCore`) are pure state machines. The cluster feeds them inputs,
-carries out their outputs in the one order that keeps the protocol safe (forced log records are
-flushed before the messages that depend on them leave), and keeps a single event queue ordered by
-simulated time. ``step()`` runs one event, ``run()`` runs until nothing can make progress, and the
+carries out their outputs under the one ordering rule that keeps the protocol safe ("log before
+you speak", :class:`kvlab.effects.Outbox`), and keeps a single event queue ordered by simulated
+time. ``step()`` runs one event, ``run()`` runs until nothing can make progress, and the
 synchronous client calls (``get``, ``commit``) run the queue just until their answer exists.
+
+The cluster is also the nodes' failure detector: a node that ran out of retries asks to be told
+when a peer is reachable (``Outputs.watch``), and the cluster arms a ``peer-up`` timer for it as
+soon as that peer is up and connected, now or after a restart, heal or new partition.
+
+Every public method is safe to call from any thread (one re-entrant lock per cluster), and
+every public call is written to :attr:`Cluster.journal` while the trace is on, which is what
+lets the explorer widget reset, step back and scrub by deterministic replay.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ import contextlib
 import gc
 import heapq
 import itertools
+import os
 import random
 import warnings
 from collections.abc import Iterable, Iterator
@@ -20,9 +29,11 @@ from pathlib import Path
 from typing import Any
 
 from kvlab.client import CommitHandle, Node, Outcome
-from kvlab.effects import Outputs, Reply
+from kvlab.driver import _Calls, public
+from kvlab.effects import Outbox, Outputs
 from kvlab.errors import (
     ConfigurationError,
+    KvlabError,
     MessageNotFound,
     NodeUnavailable,
     SimulationTimeout,
@@ -31,7 +42,15 @@ from kvlab.errors import (
 from kvlab.history import History
 from kvlab.messages import TS_REPLY, TSO
 from kvlab.network import Envelope, Network
-from kvlab.node import PLACEMENTS, Deliver, Fire, NodeConfig, NodeCore, PeerUp, Recover
+from kvlab.node import (
+    PLACEMENTS,
+    Abandon,
+    Deliver,
+    Fire,
+    NodeConfig,
+    NodeCore,
+    Recover,
+)
 from kvlab.trace import Trace
 from kvlab.tso import TimestampOracle
 from kvlab.twopc import COMMITTING, Rules, Timing
@@ -54,72 +73,136 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-class Cluster:
-    """A simulated cluster of nodes. See the README for a tour."""
+def check_node_ids(nodes: Any) -> list[Any]:
+    """Node ids: distinct non-empty strings, or distinct ints (not both), never ``"tso"``."""
+    if isinstance(nodes, (str, bytes)) or not isinstance(nodes, Iterable):
+        raise ConfigurationError(f"nodes is a list of node ids, e.g. ['n1', 'n2', 'n3'] or "
+                                 f"[1, 2, 3]; got {nodes!r}")
+    ids = list(nodes)
+    kinds = {type(n) for n in ids}
+    ok = ids and len(kinds) == 1 and kinds <= {str, int} and all(
+        n != "" and n != TSO for n in ids)
+    if not ok or len(set(ids)) != len(ids):
+        raise ConfigurationError(f"nodes must be distinct non-empty strings, or distinct ints "
+                                 f"(not a mix, not {TSO!r}); got {ids!r}")
+    return ids
 
-    def __init__(self, nodes: Iterable[str], seed: int = 0, data_dir: str | Path | None = None,
-                 placement: str = "all", latency: tuple[int, int] = (1, 1), loss: float = 0.0,
+
+def _whole(name: str, value: Any, least: int) -> int:
+    if type(value) is not int or value < least:
+        raise ConfigurationError(f"{name} must be a whole number >= {least}, got {value!r}")
+    return value
+
+
+class Cluster:
+    """A simulated cluster of nodes, deterministic for a given seed.
+
+    Parameters
+    ----------
+    nodes: the node ids, e.g. ``["n1", "n2", "n3"]`` or ``[1, 2, 3]``.
+    seed: seeds every random choice (latency, loss, duplication): same seed and same calls,
+        same trace, byte for byte.
+    data_dir: keep each node's WAL and checkpoint as real files under this directory (fsync
+        included); opening a cluster on an existing directory recovers it. None: memory disks.
+    placement: ``"all"`` (every node stores every key) or ``"partitioned"`` (a stable hash
+        picks one owner per key).
+    latency: ``(min, max)`` simulated ticks per message; a range reorders messages.
+    loss: probability that the network loses a message.
+    duplicate: probability that the network delivers a message twice.
+    fsync_latency: ticks a log flush takes (forced records wait for it: group commit).
+    timing: protocol timeouts and retries (:class:`kvlab.Timing`).
+    call_timeout: simulated ticks a synchronous call may run before SimulationTimeout.
+    checkpoint_every: log records after which a node checkpoints and truncates its log.
+    gc_every: events between garbage collections of old versions and finished records.
+    trace: record every event (views, replay and the determinism tests read it); turn it off
+        for long runs, with ``history``, to keep memory flat.
+    history: record every transaction's reads and writes for :func:`kvlab.check`.
+    rules: the force-log rules (:class:`kvlab.Rules`); switch one off only to watch it break.
+    """
+
+    def __init__(self, nodes: Iterable[Any], seed: int = 0,
+                 data_dir: str | os.PathLike[str] | None = None, placement: str = "all",
+                 latency: tuple[int, int] = (1, 1), loss: float = 0.0, duplicate: float = 0.0,
                  fsync_latency: int = 1, timing: Timing | None = None,
                  call_timeout: int = 2000, checkpoint_every: int = 5000, gc_every: int = 1000,
-                 trace: bool = True, rules: Rules | None = None) -> None:
-        ids = list(nodes)
+                 trace: bool = True, history: bool = True, rules: Rules | None = None) -> None:
+        ids = check_node_ids(nodes)
         self.options: dict[str, Any] = dict(  # what clone() rebuilds from
             nodes=ids, seed=seed, data_dir=data_dir, placement=placement, latency=latency,
-            loss=loss, fsync_latency=fsync_latency, timing=timing, call_timeout=call_timeout,
-            checkpoint_every=checkpoint_every, gc_every=gc_every, trace=trace, rules=rules)
-        if not ids or len(set(ids)) != len(ids) or not all(isinstance(n, str) and n
-                                                            for n in ids) or TSO in ids:
-            raise ConfigurationError(f"nodes must be distinct non-empty strings (not {TSO!r}), "
-                                     f"got {ids!r}")
+            loss=loss, duplicate=duplicate, fsync_latency=fsync_latency, timing=timing,
+            call_timeout=call_timeout, checkpoint_every=checkpoint_every, gc_every=gc_every,
+            trace=trace, history=history, rules=rules)
+        if type(seed) is not int:
+            raise ConfigurationError(f"seed must be an int (it makes runs repeatable), got "
+                                     f"{seed!r}")
         if placement not in PLACEMENTS:
             raise ConfigurationError(f"unknown placement {placement!r}: choose 'all' or "
                                      f"'partitioned'")
+        if timing is not None and not isinstance(timing, Timing):
+            raise ConfigurationError(f"timing must be a kvlab.Timing(...), got {timing!r}")
+        if rules is not None and not isinstance(rules, Rules):
+            raise ConfigurationError(f"rules must be a kvlab.Rules(...), got {rules!r}")
+        for name, flag in (("trace", trace), ("history", history)):
+            if not isinstance(flag, bool):
+                raise ConfigurationError(f"{name} must be True or False, got {flag!r}")
+        if data_dir is not None and not isinstance(data_dir, (str, os.PathLike)):
+            raise ConfigurationError(f"data_dir must be a path (or None), got {data_dir!r}")
+        self.fsync_latency = _whole("fsync_latency", fsync_latency, 0)
+        self.call_timeout = _whole("call_timeout", call_timeout, 1)
+        self.checkpoint_every = _whole("checkpoint_every", checkpoint_every, 1)
+        self.gc_every = _whole("gc_every", gc_every, 1)
+        self.rng = random.Random(seed)
+        self.network = Network(self.rng, latency, loss, duplicate)
         self.ids = ids
         self.seed = seed
         self.placement = placement
         self.data_dir = Path(data_dir) if data_dir is not None else None
-        self.fsync_latency = fsync_latency
-        self.call_timeout = call_timeout
-        self.checkpoint_every = checkpoint_every
-        self.gc_every = gc_every
         self.config = NodeConfig(ids, placement, timing or Timing(), rules or Rules())
-        self.rng = random.Random(seed)
-        self.network = Network(self.rng, latency, loss)
         self.trace = Trace(enabled=trace)
-        self.history = History()
+        self.history: History | None = History() if history else None
+        self._calls = _Calls(journal=trace)
+        self.lock = self._calls.lock
         self.now = 0
         self._queue: list[tuple] = []
         self._seq = itertools.count()
-        self._calls = itertools.count(1)
-        self._replies: dict[int, Reply] = {}
-        self._commit_calls: dict[int, tuple[str, str]] = {}
-        self._timers: dict[tuple[str, tuple], int] = {}
-        self._held: dict[str, list[Outputs]] = {n: [] for n in ids}
-        self._flush_due: dict[str, bool] = dict.fromkeys(ids, False)
-        self._incarnation: dict[str, int] = dict.fromkeys(ids, 0)
+        self._call_ids = itertools.count(1)
+        self._replies: dict[int, Any] = {}
+        self._commit_calls: dict[int, tuple[Any, str, CommitHandle]] = {}
+        self._timers: dict[tuple[Any, tuple], int] = {}
+        self._flush_due: dict[Any, bool] = dict.fromkeys(ids, False)
+        self._incarnation: dict[Any, int] = dict.fromkeys(ids, 0)
+        self._watches: dict[Any, set[Any]] = {n: set() for n in ids}
         self._since_gc = 0
         self._handles = {n: Node(self, n) for n in ids}
-        self.tso = TimestampOracle(path=self.data_dir / "tso.json" if self.data_dir else None)
-        self._wals: dict[str, Wal] = {}
-        self._cores: dict[str, NodeCore | None] = {}
+        self._wals: dict[Any, Wal] = {}
+        self._outbox: dict[Any, Outbox] = {}
+        self._cores: dict[Any, NodeCore | None] = {}
         for n in ids:
-            disk = FileDisk(self.data_dir / n) if self.data_dir else MemoryDisk()
+            disk = FileDisk(self.data_dir / str(n)) if self.data_dir else MemoryDisk()
             self._wals[n] = Wal(disk, name=f"{n}/wal.log")
+            self._outbox[n] = Outbox(self._wals[n])
             self._cores[n] = NodeCore(n, self.config)
-        if self.data_dir is not None:
-            try:
+        try:
+            self.tso = TimestampOracle(
+                path=self.data_dir / "tso.json" if self.data_dir else None)
+            if self.data_dir is not None:
                 for n in ids:
-                    self._recover(n, reopen=True)
-            except BaseException:
-                for wal in self._wals.values():  # a damaged log: don't leak open files
-                    wal.disk.close()
-                raise
+                    self._open(n)
+        except BaseException:
+            for wal in self._wals.values():  # a damaged log: don't leak open files
+                wal.disk.close()
+            raise
+
+    def _journal_target(self) -> None:
+        return None
 
     # -- public API -------------------------------------------------------------------------
-    def node(self, node_id: str) -> Node:
+    @public(journal=False, after_close=True)
+    def node(self, node_id: Any) -> Node:
+        """The classic API handle of one node (also ``cluster[node_id]``)."""
         try:
             return self._handles[node_id]
-        except KeyError:
+        except (KeyError, TypeError):
             raise UnknownNode(f"no node {node_id!r}; this cluster has {self.ids}") from None
 
     __getitem__ = node
@@ -128,18 +211,31 @@ class Cluster:
     def nodes(self) -> list[Node]:
         return [self._handles[n] for n in self.ids]
 
-    def up(self, node_id: str) -> bool:
+    @public(journal=False, after_close=True)
+    def up(self, node_id: Any) -> bool:
         self.node(node_id)
         return self._cores[node_id] is not None
 
+    @property
+    def journal(self) -> list[tuple]:
+        """Every public call so far, outermost first (empty while the trace is off)."""
+        return list(self._calls.journal or ())
+
+    @public()
     def step(self) -> Trace:
         """Run the next event (usually one message delivery); return the events it produced."""
         start = len(self.trace)
         self._step()
         return self.trace[start:]
 
+    @public()
     def run(self, max_steps: int = 10_000_000) -> int:
-        """Deliver messages and fire timers until nothing can make progress; return the count."""
+        """Deliver messages and fire timers until nothing can make progress; return the count.
+
+        With every node up and connected this leaves no transaction undecided and no lock held
+        (retries never give up on a reachable peer). It always returns: retries toward a
+        crashed or cut-off peer park until a restart, heal or partition reconnects them."""
+        _whole("max_steps", max_steps, 1)
         n = 0
         while self._step():
             n += 1
@@ -151,129 +247,185 @@ class Cluster:
     @property
     def quiet(self) -> bool:
         """True when nothing can happen: no message in flight, no timer set, no flush due."""
-        return not self.network.in_flight and not self._timers and not any(
-            self._flush_due.values())
+        with self.lock:
+            return not self.network.in_flight and not self._timers and not any(
+                self._flush_due.values())
 
     def clone(self, **changes: Any) -> Cluster:
         """A fresh cluster with the same constructor arguments (and seed), as Reset needs."""
         return Cluster(**{**self.options, **changes})
 
+    @classmethod
+    def replay(cls, options: dict[str, Any], journal: Iterable[tuple]) -> Cluster:
+        """A new cluster built with ``options`` on which the calls of ``journal`` (as
+        :attr:`journal` lists them) are made again: by determinism, the same state and trace."""
+        c = cls(**options)
+        handles: list[CommitHandle] = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", TornTailWarning)
+            for target, name, args, kwargs in journal:
+                obj: Any = c if target is None else c.node(target[1]) \
+                    if target[0] == "node" else handles[target[1]]
+                try:
+                    result = getattr(obj, name)(*args, **kwargs)
+                except KvlabError:
+                    continue  # it failed the first time too, after the same state changes
+                if name == "commit_async":
+                    handles.append(result)
+        return c
+
+    @public(journal=False, after_close=True)
     def pending(self) -> list[Envelope]:
         """Messages in flight, in the order they would be delivered."""
         return sorted(self.network.in_flight.values(), key=lambda e: (e.due, e.id))
 
-    def deliver(self, msg_id: int) -> Trace:
+    @public()
+    def deliver(self, msg_id: int | Envelope) -> Trace:
         """Deliver one chosen message now, ahead of its turn (explore an interleaving)."""
-        env = self.network.in_flight.pop(self._msg_id(msg_id), None)
-        if env is None:
-            raise MessageNotFound(f"message {msg_id} is not in flight; see cluster.pending()")
+        env = self._take(msg_id)
         start = len(self.trace)
         self._arrive(env)
         self._after_event()
         return self.trace[start:]
 
-    def drop(self, msg_id: int) -> None:
+    @public()
+    def drop(self, msg_id: int | Envelope) -> None:
         """Lose one message in flight, as a faulty network would."""
-        env = self.network.in_flight.pop(self._msg_id(msg_id), None)
-        if env is None:
-            raise MessageNotFound(f"message {msg_id} is not in flight; see cluster.pending()")
+        env = self._take(msg_id)
         self._trace_msg("drop", env, reason="dropped by the user")
         self._after_event()
 
-    def crash(self, node_id: str, torn: bool = False) -> None:
+    @public()
+    def duplicate(self, msg_id: int | Envelope) -> Envelope:
+        """Put a second copy of a message in flight (it arrives on its own schedule), as a
+        duplicating network would; every handler must take it in its stride."""
+        env = self._find(msg_id)
+        copy = self.network.copy(env, self.now)
+        self._trace_dup(env, copy, "duplicated by the user")
+        self._schedule(copy.due, _MSG, copy.dst, copy.id)
+        self._after_event()
+        return copy
+
+    @public()
+    def crash(self, node_id: Any, torn: bool = False) -> bool:
         """Stop a node: it loses its memory and its unflushed log tail (``torn``: a partial
-        record of that tail reaches the disk, as when power fails mid-write)."""
+        record of that tail reaches the disk, as when power fails mid-write).
+
+        Crashing a node that is already down changes nothing and returns False (so "crash
+        every node" loops need no checks); otherwise True."""
         self.node(node_id)
-        core = self._cores[node_id]
-        if core is None:
-            return
+        if not isinstance(torn, bool):
+            raise ConfigurationError(f"torn must be True or False, got {torn!r}")
+        if self._cores[node_id] is None:
+            return False
         lost = self._wals[node_id].crash(torn)
         self._cores[node_id] = None
-        self._held[node_id].clear()
+        self._outbox[node_id].clear()
         self._flush_due[node_id] = False
         self._incarnation[node_id] += 1
+        self._watches[node_id].clear()
         for k in [k for k in self._timers if k[0] == node_id]:
             del self._timers[k]
-        for txn in self.history:
-            if txn.node == node_id and txn.status == "active":
-                txn.status = "aborted"
-                txn.reason = (f"aborted: {node_id} crashed before the commit decision was "
-                              f"durable (presumed abort)")
+        why = f"aborted: {node_id} crashed before the commit decision was durable " \
+              f"(presumed abort)"
+        for call in [c for c, (n, _, _) in self._commit_calls.items() if n == node_id]:
+            _, tx, handle = self._commit_calls.pop(call)
+            handle._settle(False, why, None)
+            if self.history is not None:
+                self._history_outcome(tx, False, why, None)
+        if self.history is not None:
+            for txn in self.history:
+                if txn.node == node_id and txn.status == "active":
+                    txn.status, txn.reason = "aborted", why
         self.trace.record(self.now, "crash", node_id, {"lost_records": lost, "torn": torn})
+        return True
 
-    def restart(self, node_id: str) -> None:
+    @public()
+    def restart(self, node_id: Any) -> bool:
         """Bring a crashed node back: replay its checkpoint and WAL, then resolve in-doubt
-        transactions with their coordinators."""
+        transactions with their coordinators.
+
+        All or nothing: a damaged log (CorruptLog), or a TornTailWarning turned into an error
+        (``-W error``), leaves the node crashed and its files untouched. Restarting a node
+        that is up changes nothing and returns False; otherwise True."""
         self.node(node_id)
         if self._cores[node_id] is not None:
-            return
-        self._cores[node_id] = NodeCore(node_id, self.config)
-        self._recover(node_id)
+            return False
+        self._open(node_id)
+        self._arm_watches()
         self.gc()  # replay brought back versions that no snapshot needs any more
-        for other in self.ids:
-            if other != node_id and self._cores[other] is not None:
-                self.trace.record(self.now, "peer_up", other, {"peer": node_id})
-                self._apply(other, self._cores[other].handle(PeerUp(node_id)))
+        return True
 
-    def partition(self, *groups: set[str]) -> None:
-        """Cut the network between groups, e.g. ``partition({"n1"}, {"n2", "n3"})``."""
+    @public()
+    def partition(self, *groups: Iterable[Any]) -> None:
+        """Cut the network between groups, e.g. ``partition({"n1"}, {"n2", "n3"})``; nodes not
+        named form one more group. Everything is checked before anything changes."""
+        sets = []
         for g in groups:
-            for n in g:
+            if isinstance(g, (str, bytes, int)) or not isinstance(g, Iterable):
+                raise ConfigurationError(f"each group is a set of node ids, e.g. "
+                                         f"partition({{'n1'}}, {{'n2', 'n3'}}); got {g!r}")
+            members = list(g)
+            for n in members:
                 self.node(n)
-        self.network.partition([set(g) for g in groups], self.ids)
-        by_group: dict[int, list[str]] = {}
+            sets.append(set(members))
+        self.network.partition(sets, self.ids)
+        by_group: dict[int, list[Any]] = {}
         for n in self.ids:
             by_group.setdefault(self.network.groups[n], []).append(n)
         self.trace.record(self.now, "partition", None,  # every group, unnamed nodes' too
                           {"groups": [sorted(g) for _, g in sorted(by_group.items())]})
+        self._arm_watches()
 
+    @public()
     def heal(self) -> None:
         """Reconnect every node; parked retries resume."""
-        before = dict(self.network.groups)
         self.network.heal()
         self.trace.record(self.now, "heal", None, {})
-        for a in self.ids:
-            for b in self.ids:
-                if a != b and before and before.get(a) != before.get(b) \
-                        and self._cores[a] is not None and self._cores[b] is not None:
-                    self._apply(a, self._cores[a].handle(PeerUp(b)))
+        self._arm_watches()
 
+    @public()
     def gc(self) -> int:
-        """Collect versions no active snapshot can see; returns the low watermark used."""
-        marks = [self.tso.last]
-        for core in self._cores.values():
-            if core is not None:
-                m = core.min_active_ts()
-                if m is not None:
-                    marks.append(m)
-        for env in self.network.in_flight.values():
-            if env.msg.kind == TS_REPLY:  # a snapshot handed out but not yet received
-                marks.append(env.msg.body["ts"])
-        watermark = min(marks)
+        """Collect versions no active snapshot can see, and forget finished participant
+        records below the same low watermark; returns the watermark used."""
+        watermark = self._watermark()
         removed = 0
         for n in self.ids:
             core = self._cores[n]
             if core is not None:
-                removed += core.store.gc(watermark)
+                removed += core.gc(watermark)
         self.trace.record(self.now, "gc", None, {"watermark": watermark, "removed": removed})
         return watermark
 
-    def checkpoint(self, node_id: str | None = None) -> None:
+    @public()
+    def checkpoint(self, node_id: Any = None) -> None:
         """Write a checkpoint and truncate the WAL (of one node, or every live node)."""
-        for n in [node_id] if node_id else self.ids:
+        for n in self.ids if node_id is None else [node_id]:
+            if node_id is None and self._cores[n] is None:
+                continue
             core = self._live(n)
             wal = self._wals[n]
             wal.checkpoint(core.checkpoint_state())
             self._release_held(n)  # checkpoint flushed everything held
             self.trace.record(self.now, "checkpoint", n, {"lsn": wal.flushed_lsn})
 
+    @public(journal=False, after_close=True)
     def close(self) -> None:
-        """Flush and close every log. ``Cluster(ids, data_dir=same)`` reopens and recovers."""
+        """Flush and close every log. ``Cluster(ids, data_dir=same)`` reopens and recovers.
+        Afterwards every call that would run the cluster raises ClusterClosed; looking at the
+        trace, the history and the states still works. Closing twice changes nothing."""
+        if self._calls.closed:
+            return
+        self._calls.closed = True
         for n in self.ids:
             wal = self._wals[n]
             if self._cores[n] is not None and wal.dirty:
                 wal.flush()
             wal.disk.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._calls.closed
 
     def __enter__(self) -> Cluster:
         return self
@@ -282,18 +434,22 @@ class Cluster:
         self.close()
 
     # -- inspection ------------------------------------------------------------------------
-    def core(self, node_id: str) -> NodeCore | None:
+    @public(journal=False, after_close=True)
+    def core(self, node_id: Any) -> NodeCore | None:
         """The node's state machine (read it, don't drive it): None while crashed."""
         self.node(node_id)
         return self._cores[node_id]
 
-    def wal(self, node_id: str) -> Wal:
+    @public(journal=False, after_close=True)
+    def wal(self, node_id: Any) -> Wal:
         self.node(node_id)
         return self._wals[node_id]
 
-    def states(self) -> dict[tuple[str, str, str], str]:
-        """Current 2PC state of every live transaction: (node, role, tx) -> state."""
-        out: dict[tuple[str, str, str], str] = {}
+    @public(journal=False, after_close=True)
+    def states(self) -> dict[tuple[Any, str, str], str]:
+        """Current 2PC state of every transaction a live node remembers:
+        (node, role, tx) -> state."""
+        out: dict[tuple[Any, str, str], str] = {}
         for n in self.ids:
             core = self._cores[n]
             if core is None:
@@ -305,12 +461,73 @@ class Cluster:
         return out
 
     def __repr__(self) -> str:
-        ups = ", ".join(f"{n}{'' if self._cores[n] else ' (crashed)'}" for n in self.ids)
-        return (f"<kvlab.Cluster [{ups}] t={self.now} in-flight={len(self.network.in_flight)} "
-                f"placement={self.placement}>")
+        with self.lock:
+            ups = ", ".join(f"{n}{'' if self._cores[n] else ' (crashed)'}" for n in self.ids)
+            return (f"<kvlab.Cluster [{ups}] t={self.now} "
+                    f"in-flight={len(self.network.in_flight)} placement={self.placement}>")
+
+    # -- the Driver interface (kvlab.driver) that kvlab.client.Node uses ------------------
+    def is_up(self, node: Any) -> bool:
+        return self._cores[node] is not None
+
+    def call(self, node: Any, make: Any, what: str) -> Any:
+        core = self._live(node)
+        call = next(self._call_ids)
+        self._apply(node, core.handle(make(call)))
+        self.wait(node, lambda: call in self._replies, what, call)
+        reply = self._replies.pop(call)
+        if reply.error is not None:
+            raise reply.error
+        return reply.value
+
+    def tell(self, node: Any, inp: Any) -> None:
+        self._apply(node, self._live(node).handle(inp))
+
+    def start_commit(self, node: Any, tx: str, handle: CommitHandle) -> None:
+        from kvlab.node import Commit
+
+        core = self._live(node)
+        core.active(tx)  # raise before anything reaches the trace
+        call = handle.call = next(self._call_ids)
+        self.record_call(node, "commit", tx=tx)
+        self._commit_calls[call] = (node, tx, handle)
+        self._apply(node, core.handle(Commit(call, tx)))
+
+    def wait(self, node: Any, ready: Any, what: str, call: int | None = None,
+             abandon: bool = True) -> None:
+        """Run until ``ready()``; SimulationTimeout (after abandoning ``call`` if asked) when
+        the call's budget runs out or nothing else can happen."""
+        deadline = self.now + self.call_timeout
+        while not ready():
+            if self._cores[node] is None:
+                raise NodeUnavailable(f"{node} crashed while {what} was running; restart it "
+                                      f"and check node.outcome() for the transaction")
+            timed_out = self.now > deadline
+            if timed_out or not self._step():
+                why = self._why_waiting(node, call)
+                how = (f"did not finish within {self.call_timeout} simulated ticks" if timed_out
+                       else "cannot finish: nothing else can happen in the cluster")
+                if call is not None and abandon:
+                    self._abandon(node, call)
+                raise SimulationTimeout(
+                    f"{what} on {node} {how}: {why}. Restart crashed nodes or heal the "
+                    f"partition, then try again.")
+
+    def record_call(self, node: Any, op: str, **data: Any) -> None:
+        if self.trace.enabled:
+            data["op"] = op
+            self.trace.record(self.now, "call", node, data)
+
+    def coordinator_record(self, node: Any, tx: str) -> Any:
+        core = self._cores[node]
+        rec = core.coordinator.txs.get(tx) if core is not None else None
+        return rec if rec is not None and rec.state != "INIT" else None
+
+    def versions(self, node: Any, key: str) -> list:
+        return list(self._live(node).store.chains.get(key, []))
 
     # -- the engine room ---------------------------------------------------------------------
-    def _live(self, node_id: str) -> NodeCore:
+    def _live(self, node_id: Any) -> NodeCore:
         self.node(node_id)
         core = self._cores[node_id]
         if core is None:
@@ -318,54 +535,40 @@ class Cluster:
                                   f" first")
         return core
 
-    @staticmethod
-    def _msg_id(msg_id: int | Envelope) -> int:
+    def _find(self, msg_id: Any) -> Envelope:
         if isinstance(msg_id, Envelope):
-            return msg_id.id
-        try:
-            return int(msg_id)
-        except (TypeError, ValueError):
+            msg_id = msg_id.id
+        if isinstance(msg_id, bool) or not isinstance(msg_id, int):
             raise MessageNotFound(f"{msg_id!r} is not a message id: pass an id (or an "
-                                  f"envelope) from cluster.pending()") from None
+                                  f"envelope) from cluster.pending()")
+        env = self.network.in_flight.get(msg_id)
+        if env is None:
+            raise MessageNotFound(f"message {msg_id} is not in flight; see cluster.pending()")
+        return env
 
-    def _record_call(self, node: str, op: str, **data: Any) -> None:
-        if self.trace.enabled:
-            data["op"] = op
-            self.trace.record(self.now, "call", node, data)
+    def _take(self, msg_id: Any) -> Envelope:
+        env = self._find(msg_id)
+        del self.network.in_flight[env.id]
+        return env
 
-    def _call(self, node_id: str, make: Any, what: str) -> Any:
-        core = self._live(node_id)
-        call = next(self._calls)
-        self._apply(node_id, core.handle(make(call)))
-        self._drive(node_id, call, lambda: call in self._replies, what)
-        reply = self._replies.pop(call)
-        if reply.error is not None:
-            raise reply.error
-        return reply.value
+    def _watermark(self) -> int:
+        """The cluster's low watermark: no snapshot below it is in use or handed out, and no
+        transaction that started below it is undecided on a live coordinator."""
+        marks = [self.tso.last]
+        for core in self._cores.values():
+            if core is not None:
+                m = core.min_active_ts()
+                if m is not None:
+                    marks.append(m)
+        for env in self.network.in_flight.values():
+            if env.msg.kind == TS_REPLY:  # a snapshot handed out but not yet received
+                marks.append(env.msg.body["ts"])
+        return min(marks)
 
-    def _drive(self, node_id: str, call: int, ready: Any, what: str) -> None:
-        deadline = self.now + self.call_timeout
-        while not ready():
-            core = self._cores[node_id]
-            if core is None:
-                raise NodeUnavailable(f"{node_id} crashed while {what} was running; restart it "
-                                      f"and check node.outcome() for the transaction")
-            timed_out = self.now > deadline
-            if timed_out or not self._step():
-                why = self._why_waiting(node_id, call)
-                how = (f"did not finish within {self.call_timeout} simulated ticks" if timed_out
-                       else "cannot finish: nothing else can happen in the cluster")
-                for other in self._cores.values():  # forget the parked read everywhere
-                    if other is not None:
-                        other.waiting = [w for w in other.waiting if not (
-                            (w.call == call and other is core)
-                            or (w.requester == node_id and w.req == call))]
-                raise SimulationTimeout(
-                    f"{what} on {node_id} {how}: {why}. Restart crashed nodes or heal the "
-                    f"partition, then try again.")
-
-    def _why_waiting(self, node_id: str, call: int) -> str:
+    def _why_waiting(self, node_id: Any, call: int | None) -> str:
         core = self._cores[node_id]
+        if call is None:
+            return "its outcome is not known yet"
         pending = core._reads.get(call)
         if pending is not None and pending.ts is not None:  # a remote read: ask its owner
             owner = core.owner(pending.key)
@@ -374,19 +577,33 @@ class Cluster:
             return self._cores[owner].why_waiting(call, requester=node_id)
         return core.why_waiting(call)
 
-    def _settle(self, call: int) -> None:
-        """Record a commit outcome in the history the moment its reply is released."""
-        reply = self._replies.get(call)
-        if reply is None or call not in self._commit_calls:
-            return
-        node, tx = self._commit_calls.pop(call)
-        del self._replies[call]
-        h = self.history[tx]
-        rec = self._cores[node].coordinator.txs[tx]
-        h.status = "committed" if reply.value else "aborted"
-        h.commit_ts, h.reason = rec.commit_ts, rec.reason
+    def _abandon(self, node: Any, call: int) -> None:
+        """The client gave up on ``call``: the node forgets it, and so does any owner holding a
+        parked remote read for it (a late answer must create nothing)."""
+        self._apply(node, self._cores[node].handle(Abandon(call)))
+        for other in self.ids:
+            core = self._cores[other]
+            if other != node and core is not None:
+                self._apply(other, core.handle(Abandon(call, requester=node)))
 
-    def _schedule(self, time: int, kind: int, node: str, payload: Any) -> int:
+    def _settle(self, call: int, reply: Any) -> None:
+        """A commit's reply was released: tell its handle (and the history) at once."""
+        node, tx, handle = self._commit_calls.pop(call)
+        rec = self._cores[node].coordinator.txs.get(tx)
+        committed = bool(reply.value)
+        reason = rec.reason if rec is not None else ""
+        commit_ts = rec.commit_ts if rec is not None else None
+        handle._settle(committed, reason, commit_ts)
+        if self.history is not None:
+            self._history_outcome(tx, committed, reason, commit_ts)
+
+    def _history_outcome(self, tx: str, committed: bool, reason: str, ts: int | None) -> None:
+        if tx in self.history:
+            h = self.history[tx]
+            h.status = "committed" if committed else "aborted"
+            h.commit_ts, h.reason = ts, reason
+
+    def _schedule(self, time: int, kind: int, node: Any, payload: Any) -> int:
         seq = next(self._seq)
         heapq.heappush(self._queue, (time, kind, seq, node, self._incarnation.get(node, 0),
                                      payload))
@@ -407,18 +624,22 @@ class Cluster:
             elif kind == _TIMER:
                 if self._timers.get((node, payload)) != seq:
                     continue  # cancelled or superseded
-                del self._timers[(node, payload)]
                 self.now = max(self.now, time)
-                self.trace.record(self.now, "timer", node,
-                                  {"key": " ".join(map(str, payload)), "tx": payload[1]
-                                   if isinstance(payload[1], str) else None})
-                self._apply(node, self._cores[node].handle(Fire(payload)))
+                self._fire(node, payload)
             else:
                 self.now = max(self.now, time)
                 self._flush(node)
             self._after_event()
             return True
         return False
+
+    def _fire(self, node: Any, key: tuple) -> None:
+        del self._timers[(node, key)]
+        self.trace.record(self.now, "timer", node,
+                          {"key": " ".join(map(str, key)),
+                           "tx": key[1] if isinstance(key[1], str) and key[0] != "peer-up"
+                           else None})
+        self._apply(node, self._cores[node].handle(Fire(key)))
 
     def _after_event(self) -> None:
         self._since_gc += 1
@@ -434,7 +655,7 @@ class Cluster:
                 self._trace_msg("drop", env, reason="lost")
                 return
             self._trace_msg("deliver", env)
-            self._send(TSO, self.tso.handle(msg))
+            self._send(self.tso.handle(msg))
             return
         core = self._cores[dst]
         if core is None:
@@ -458,45 +679,69 @@ class Cluster:
             data.update(extra)
             self.trace.record(self.now, what, m.dst if what == "deliver" else m.src, data)
 
-    def _send(self, src: str, msg: Any) -> None:
-        env = self.network.send(msg, self.now)
-        self._trace_msg("send", env)
-        self._schedule(env.due, _MSG, msg.dst, env.id)
+    def _trace_dup(self, env: Envelope, copy: Envelope, reason: str) -> None:
+        if self.trace.enabled:
+            m = env.msg
+            self.trace.record(self.now, "duplicate", m.src,
+                              {"id": copy.id, "of": env.id, "src": m.src, "dst": m.dst,
+                               "kind": m.kind, "tx": m.tx, "due": copy.due, "reason": reason})
 
-    def _apply(self, node: str, out: Outputs) -> None:
-        """Carry out one node's outputs, holding back whatever a forced record must precede."""
-        wal = self._wals[node]
-        tracing = self.trace.enabled
-        for rec in out.records:
-            r = wal.append(rec.type, rec.data)
-            if tracing:
-                self.trace.record(self.now, "wal", node, {"lsn": r.lsn, "type": r.type,
-                                                          "tx": rec.data.get("tx"),
-                                                          "force": out.force})
+    def _send(self, msg: Any) -> None:
+        first, *copies = self.network.send(msg, self.now)
+        self._trace_msg("send", first)
+        self._schedule(first.due, _MSG, msg.dst, first.id)
+        for copy in copies:
+            self._trace_dup(first, copy, "duplicated by the network")
+            self._schedule(copy.due, _MSG, msg.dst, copy.id)
+
+    def _apply(self, node: Any, out: Outputs) -> None:
+        """Carry out one node's outputs: log first, then (maybe later) speak."""
+        if out.records:
+            wal = self._wals[node]
+            appended = wal.append_all([(r.type, r.data, r.force) for r in out.records])
+            if self.trace.enabled:
+                for r, rec in zip(appended, out.records, strict=True):
+                    self.trace.record(self.now, "wal", node, {"lsn": r.lsn, "type": r.type,
+                                                              "tx": rec.data.get("tx"),
+                                                              "force": rec.force})
         for key in out.cancel:
             self._timers.pop((node, key), None)
-        if tracing:
+        if self.trace.enabled:
             for note in out.notes:
                 self.trace.record(self.now, "state", node, note)
-        if out.force and wal.dirty:
-            self._held[node].append(out)
-            if not self._flush_due[node]:
-                self._flush_due[node] = True
-                self._schedule(self.now + self.fsync_latency, _FLUSH, node, None)
-        else:
+        if self._outbox[node].admit(out):
             self._release(node, out)
+        elif not self._flush_due[node]:
+            self._flush_due[node] = True
+            self._schedule(self.now + self.fsync_latency, _FLUSH, node, None)
 
-    def _release(self, node: str, out: Outputs) -> None:
+    def _release(self, node: Any, out: Outputs) -> None:
         for msg in out.messages:
-            self._send(node, msg)
+            self._send(msg)
         for key, delay in out.timers:
             self._timers[(node, key)] = self._schedule(self.now + delay, _TIMER, node, key)
         for reply in out.replies:
-            self._replies[reply.call] = reply
             if reply.call in self._commit_calls:
-                self._settle(reply.call)
+                self._settle(reply.call, reply)
+            else:
+                self._replies[reply.call] = reply
+        if out.watch:
+            self._watches[node].update(out.watch)
+            self._arm_watches(node)
 
-    def _flush(self, node: str) -> None:
+    def _arm_watches(self, only: Any = None) -> None:
+        """Tell every watching node whose peer is now up and reachable (a peer-up timer)."""
+        for n in self.ids if only is None else [only]:
+            peers = self._watches[n]
+            if not peers or self._cores[n] is None:
+                continue
+            for p in sorted(peers, key=str):
+                if self._cores[p] is not None and self.network.reachable(n, p):
+                    peers.discard(p)
+                    key = ("peer-up", p)
+                    self._timers[(n, key)] = self._schedule(self.now + 1, _TIMER, n, key)
+
+    def _flush(self, node: Any) -> None:
         wal = self._wals[node]
         self._flush_due[node] = False
         n = wal.flush()
@@ -505,58 +750,38 @@ class Cluster:
         if wal.since_checkpoint >= self.checkpoint_every:
             self.checkpoint(node)
 
-    def _release_held(self, node: str) -> None:
-        held, self._held[node] = self._held[node], []
-        for out in held:
+    def _release_held(self, node: Any) -> None:
+        for out in self._outbox[node].release():
             self._release(node, out)
 
-    def _recover(self, node: str, reopen: bool = False) -> None:
+    def _open(self, node: Any) -> None:
+        """Recover one node from its disk, all or nothing: check everything, warn about a torn
+        tail, rebuild a fresh core, and only then cut the tail and bring the node up."""
         wal = self._wals[node]
-        core = self._cores[node]
-        with warnings.catch_warnings(record=True) as caught, _collector_paused():
-            warnings.simplefilter("always", TornTailWarning)
-            state, records = wal.recover()
-            out = core.handle(Recover(state, records)) if state or records or not reopen \
-                else None
-        for w in caught:
-            self.trace.record(self.now, "torn", node, {"warning": str(w.message)})
-            warnings.warn(w.message, stacklevel=3)
-        if out is None:
-            return
+        scan = wal.scan()  # CorruptLog: nothing changed
+        if not scan.checkpoint and not scan.records and not scan.torn \
+                and self._cores[node] is not None:
+            return  # opening an empty directory: nothing to recover
+        if scan.torn:  # before any change, so "-W error" leaves the node as it was
+            warnings.warn(scan.torn_message(wal.name), TornTailWarning, stacklevel=4)
+        core = NodeCore(node, self.config)
+        horizon = self._watermark()
+        with _collector_paused():
+            out = core.handle(Recover(scan.checkpoint.data if scan.checkpoint else None,
+                                      scan.records, horizon))  # CorruptLog: nothing changed
+        wal.recover(scan)
+        self._cores[node] = core
+        self._outbox[node].clear()
+        if scan.torn:
+            self.trace.record(self.now, "torn", node, {"warning": scan.torn_message(wal.name)})
         self.tso.advance_to(core.max_ts)
         self.trace.record(self.now, "restart", node,
-                          {"replayed": len(records), "checkpoint": state is not None,
+                          {"replayed": len(scan.records), "checkpoint": scan.checkpoint
+                           is not None,
                            "in_doubt": sorted(t.id for t in core.participant.in_doubt()),
                            "decided": sorted(t for t, r in core.coordinator.txs.items()
                                              if r.state == COMMITTING)})
         self._apply(node, out)
 
 
-# -- the classic entry point ----------------------------------------------------------------------
-_default: dict[tuple[str, ...], Cluster] = {}
-
-
-def initialize(node_id: str, all_node_ids: Iterable[str], **options: Any) -> Node:
-    """Return ``node_id``'s handle in the default in-memory cluster of ``all_node_ids``.
-
-    Every call with the same node list shares one cluster, so ``initialize("n1", ids)`` and
-    ``initialize("n2", ids)`` are two nodes of the same system, as in the classic exercise.
-    """
-    ids = tuple(all_node_ids)
-    if node_id not in ids:
-        raise UnknownNode(f"{node_id!r} is not in all_node_ids {list(ids)}")
-    cluster = _default.get(ids)
-    if cluster is None:
-        cluster = _default[ids] = Cluster(ids, **options)
-    elif options:
-        raise ConfigurationError(f"the default cluster of {list(ids)} already exists; call "
-                                 f"kvlab.reset_default() before initialize() with new options")
-    return cluster.node(node_id)
-
-
-def reset_default() -> None:
-    """Forget the clusters made by :func:`initialize` (start the classic exercise afresh)."""
-    _default.clear()
-
-
-__all__ = ["Cluster", "Node", "CommitHandle", "Outcome", "initialize", "reset_default"]
+__all__ = ["Cluster", "Node", "CommitHandle", "Outcome", "check_node_ids"]

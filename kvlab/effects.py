@@ -1,25 +1,38 @@
 """What a node asks the outside world to do after handling one input (the sans-I/O boundary).
 
-A node never sends, writes or sleeps itself: it returns an :class:`Outputs` and the driver
-(:mod:`kvlab.cluster`) carries it out. The one ordering rule lives here: when ``force`` is set,
-the records must be durable before any message, reply or timer of the same output takes effect
-(a participant logs PREPARED before voting yes; a coordinator logs its decision before sending it).
+A node never sends, writes or sleeps itself: it returns an :class:`Outputs` and a driver
+(:mod:`kvlab.cluster`, or any other) carries it out. The one ordering rule that keeps two-phase
+commit safe lives here too, in :class:`Outbox`, so every driver applies it the same way and no
+handler has to remember it:
+
+    **log before you speak**: nothing a node says (a message, a reply to a client, a timer it
+    sets) takes effect while a *forced* record that the node appended before it is not durable.
+
+A participant's vote therefore never overtakes its PREPARE record, a coordinator's COMMIT (first
+send, resend, or answer to a STATUS question) never overtakes its DECISION, and an ack never
+overtakes COMMITTED. The rule is deliberately node-wide rather than per transaction: whatever a
+node reveals after a forced append may depend on it (a read of a just-committed version, say),
+and the price is small, because a forced record is flushed within one group-commit interval.
+Unforced records (presumed-abort ABORTs, END) hold nothing back.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from kvlab.messages import Message
 
 
 @dataclass(slots=True)
 class Record:
-    """A WAL record: a type and a JSON-able payload. The WAL adds the LSN and checksum."""
+    """A WAL record: a type and a JSON-able payload. The WAL adds the LSN and checksum.
+
+    ``force``: what the node says after appending it must wait until it is durable."""
 
     type: str
     data: dict[str, Any]
+    force: bool = False
 
 
 @dataclass(slots=True)
@@ -35,18 +48,22 @@ class Reply:
 class Outputs:
     messages: list[Message] = field(default_factory=list)
     records: list[Record] = field(default_factory=list)
-    force: bool = False
     timers: list[tuple[tuple, int]] = field(default_factory=list)  # (key, delay)
     cancel: list[tuple] = field(default_factory=list)  # timer keys no longer needed
     replies: list[Reply] = field(default_factory=list)
     notes: list[dict[str, Any]] = field(default_factory=list)  # state changes, for the trace
+    watch: list[Any] = field(default_factory=list)  # peers to hear about when reachable again
+
+    @property
+    def force(self) -> bool:
+        """True if any record here is forced (everything else here waits for it)."""
+        return any(r.force for r in self.records)
 
     def send(self, msg: Message) -> None:
         self.messages.append(msg)
 
     def log(self, type_: str, data: dict[str, Any], force: bool = False) -> None:
-        self.records.append(Record(type_, data))
-        self.force = self.force or force
+        self.records.append(Record(type_, data, force))
 
     def timer(self, key: tuple, delay: int) -> None:
         self.timers.append((key, delay))
@@ -60,9 +77,49 @@ class Outputs:
     def merge(self, other: Outputs) -> Outputs:
         self.messages += other.messages
         self.records += other.records
-        self.force = self.force or other.force
         self.timers += other.timers
         self.cancel += other.cancel
         self.replies += other.replies
         self.notes += other.notes
+        self.watch += other.watch
         return self
+
+
+class _Log(Protocol):
+    forced_lsn: int  # LSN of the newest forced record appended
+    flushed_lsn: int  # every record up to here is durable
+
+
+class Outbox:
+    """One node's held outputs: the "log before you speak" rule, for every driver.
+
+    The driver appends an output's records to the log first, then offers the output here:
+    :meth:`admit` says whether it may take effect now. Held outputs wait, in order, until the
+    driver has flushed the log (:meth:`release` after every flush or checkpoint); a crash
+    discards them (:meth:`clear`), which is exactly what losing the unflushed tail means.
+    """
+
+    def __init__(self, log: _Log) -> None:
+        self.log = log
+        self.held: list[Outputs] = []
+
+    def admit(self, out: Outputs) -> bool:
+        """True if ``out`` may take effect now; otherwise it is held."""
+        if self.log.forced_lsn > self.log.flushed_lsn:
+            self.held.append(out)
+            return False
+        return True
+
+    def release(self) -> list[Outputs]:
+        """After a flush: the held outputs whose forced records are now durable, in order."""
+        if not self.held or self.log.forced_lsn > self.log.flushed_lsn:
+            return []
+        held, self.held = self.held, []
+        return held
+
+    def clear(self) -> None:
+        self.held.clear()
+
+    @property
+    def waiting(self) -> bool:
+        return bool(self.held)

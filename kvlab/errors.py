@@ -19,6 +19,10 @@ class NodeUnavailable(KvlabError):
     """The node is crashed; restart it before using it."""
 
 
+class ClusterClosed(KvlabError):
+    """The cluster was closed: its logs are closed, nothing can run on it any more."""
+
+
 class UnknownNode(KvlabError):
     """A node id that is not part of the cluster."""
 

@@ -1,4 +1,5 @@
-"""The simulated network: messages in flight, seeded latency (so reordering), loss and partitions.
+"""The simulated network: messages in flight, seeded latency (so reordering), loss, duplication
+and partitions.
 
 Nothing here knows about transactions. The cluster asks it to carry a message and later to
 decide whether that message arrives: a partition, a crashed destination, or seeded random loss
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import Any
 
 from kvlab.errors import ConfigurationError
 from kvlab.messages import TSO, Message
@@ -45,23 +47,46 @@ class Envelope:
     __repr__ = __str__
 
 
+def _probability(name: str, p: Any) -> float:
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
+        raise ConfigurationError(f"{name} is a probability in [0, 1), e.g. {name}=0.05; "
+                                 f"got {p!r}")
+    return float(p)
+
+
+def check_latency(latency: Any) -> tuple[int, int]:
+    """``(min, max)`` whole ticks with 1 <= min <= max, or ConfigurationError."""
+    ok = isinstance(latency, (tuple, list)) and len(latency) == 2 and all(
+        type(x) is int for x in latency)
+    if not ok or not 1 <= latency[0] <= latency[1]:
+        raise ConfigurationError(f"latency is (min, max) in whole simulated ticks with "
+                                 f"1 <= min <= max, e.g. latency=(1, 5); got {latency!r}")
+    return latency[0], latency[1]
+
+
 class Network:
     def __init__(self, rng: random.Random, latency: tuple[int, int] = (1, 1),
-                 loss: float = 0.0) -> None:
-        lo, hi = latency
-        if not (1 <= lo <= hi):
-            raise ConfigurationError(f"latency must be (min, max) ticks with 1 <= min <= max, "
-                                     f"got {latency}")
-        if not 0.0 <= loss < 1.0:
-            raise ConfigurationError(f"loss is a probability in [0, 1), got {loss}")
+                 loss: float = 0.0, duplicate: float = 0.0) -> None:
         self.rng = rng
-        self.latency = (lo, hi)
-        self.loss = loss
+        self.latency = check_latency(latency)
+        self.loss = _probability("loss", loss)
+        self.duplicate_rate = _probability("duplicate", duplicate)
         self.in_flight: dict[int, Envelope] = {}
-        self.groups: dict[str, int] = {}  # node -> partition group; empty = fully connected
+        self.groups: dict[Any, int] = {}  # node -> partition group; empty = fully connected
         self._next_id = 1
 
-    def send(self, msg: Message, now: int) -> Envelope:
+    def send(self, msg: Message, now: int) -> list[Envelope]:
+        """Put ``msg`` in flight; with the duplication rate, a second copy travels too."""
+        sent = [self._carry(msg, now)]
+        if self.duplicate_rate > 0.0 and self.rng.random() < self.duplicate_rate:
+            sent.append(self._carry(msg, now))
+        return sent
+
+    def copy(self, env: Envelope, now: int) -> Envelope:
+        """A second copy of a message in flight, with its own delay (a duplicating network)."""
+        return self._carry(env.msg, now)
+
+    def _carry(self, msg: Message, now: int) -> Envelope:
         lo, hi = self.latency
         delay = lo if lo == hi else self.rng.randint(lo, hi)
         env = Envelope(self._next_id, msg, now, now + delay)
@@ -69,7 +94,7 @@ class Network:
         self.in_flight[env.id] = env
         return env
 
-    def reachable(self, a: str, b: str) -> bool:
+    def reachable(self, a: Any, b: Any) -> bool:
         """The oracle is reachable from everywhere; nodes only within their partition group."""
         if not self.groups or a == TSO or b == TSO:
             return True
@@ -78,18 +103,21 @@ class Network:
     def lost(self) -> bool:
         return self.loss > 0.0 and self.rng.random() < self.loss
 
-    def partition(self, groups: list[set[str]], everyone: list[str]) -> None:
-        seen: set[str] = set()
-        self.groups = {}
+    def partition(self, groups: list[set[Any]], everyone: list[Any]) -> None:
+        """Cut the network between ``groups`` (nodes not named form one more group). Checks
+        everything before changing anything."""
+        seen: set[Any] = set()
+        new: dict[Any, int] = {}
         for i, g in enumerate(groups):
-            for n in sorted(g):
+            for n in sorted(g, key=str):
                 if n in seen:
                     raise ConfigurationError(f"node {n!r} is in two partition groups; give "
                                              f"each node to one group")
                 seen.add(n)
-                self.groups[n] = i
-        for n in everyone:  # nodes not named form one more group together
-            self.groups.setdefault(n, len(groups))
+                new[n] = i
+        for n in everyone:
+            new.setdefault(n, len(groups))
+        self.groups = new
 
     def heal(self) -> None:
         self.groups = {}

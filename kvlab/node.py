@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kvlab.effects import Outputs
-from kvlab.errors import ProtocolError, TransactionClosed, TransactionNotFound
+from kvlab.errors import CorruptLog, ProtocolError, TransactionClosed, TransactionNotFound
 from kvlab.messages import (
     ABORT,
     ACK,
@@ -93,15 +93,26 @@ class Fire:
 
 @dataclass(frozen=True, slots=True)
 class PeerUp:
-    """The driver saw ``peer`` come back (restart or healed partition): resume parked retries."""
+    """The answer to ``Outputs.watch``: ``peer`` is up and reachable, resume parked retries."""
 
-    peer: str
+    peer: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Abandon:
+    """The client gave up on ``call`` (it timed out): forget it, so a late answer creates
+    nothing (a begin's late timestamp would otherwise start a transaction nobody holds).
+    ``requester``: forget a remote READ that node ``requester`` parked here under that id."""
+
+    call: int
+    requester: Any = None
 
 
 @dataclass(frozen=True, slots=True)
 class Recover:
     checkpoint: dict[str, Any] | None
     records: list  # list[wal.LogRecord]
+    horizon: int = 0  # the low watermark the driver knows now (see kvlab.twopc, forgetting)
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,17 +196,38 @@ class NodeCore:
         if isinstance(inp, Fire):
             return self._fire(inp.key)
         if isinstance(inp, PeerUp):
-            return self.coordinator.on_peer_up(inp.peer).merge(
-                self.participant.on_peer_up(inp.peer))
+            return self._peer_up(inp.peer)
+        if isinstance(inp, Abandon):
+            return self._abandon(inp)
         if isinstance(inp, Recover):
             return self._recover(inp)
         if isinstance(inp, Gc):
-            removed = self.store.gc(inp.watermark)
-            out = Outputs()
-            if removed:
-                out.note(role="store", event="gc", watermark=inp.watermark, removed=removed)
-            return out
+            self.gc(inp.watermark)
+            return Outputs()
         raise ProtocolError(f"unknown input {inp!r}")
+
+    def gc(self, watermark: int) -> int:
+        """Below the cluster's low watermark: collect old versions and forget finished
+        participant records (see kvlab.twopc); return how many versions went."""
+        self.participant.forget(watermark)
+        return self.store.gc(watermark)
+
+    def _peer_up(self, peer: Any) -> Outputs:
+        return self.coordinator.on_peer_up(peer).merge(self.participant.on_peer_up(peer))
+
+    def _abandon(self, inp: Abandon) -> Outputs:
+        out = Outputs()
+        call = inp.call
+        if inp.requester is None:
+            self._begins.pop(call, None)
+            self._reads.pop(call, None)
+            out.cancel += [("ts-retry", call), ("read-retry", call)]
+            self.waiting = [w for w in self.waiting if not (w.call == call
+                                                            and w.requester is None)]
+        else:
+            self.waiting = [w for w in self.waiting if not (w.requester == inp.requester
+                                                            and w.req == call)]
+        return out
 
     def _deliver(self, msg: Message) -> Outputs:
         k = msg.kind
@@ -233,8 +265,13 @@ class NodeCore:
     def active(self, tx_id: str) -> CoordTx:
         tx = self.tx(tx_id)
         if tx.state != ACTIVE:
+            if tx.state in (PREPARING, AWAIT_TS):
+                raise TransactionClosed(
+                    f"transaction {tx_id} is committing (two-phase commit is running): wait "
+                    f"for it with handle.wait() on the handle commit_async() returned, or "
+                    f"cluster.run(); then node.outcome({tx_id!r}) says how it ended")
             what = {COMMITTED: "already committed", COMMITTING: "already committed",
-                    ABORTED: "already aborted"}.get(tx.state, "already committing")
+                    ABORTED: "already aborted"}[tx.state]
             raise TransactionClosed(
                 f"transaction {tx_id} is {what} ({tx.reason or tx.state}); begin a new "
                 f"transaction")
@@ -259,7 +296,7 @@ class NodeCore:
             out.cancel.append(("ts-retry", call))
             tx_id = f"T{ts}"
             out.merge(self.coordinator.begin(tx_id, ts, isolation))
-            out.reply(call, tx_id)
+            out.reply(call, (tx_id, ts))
         elif purpose == "read" and call in self._reads and self._reads[call].ts is None:
             self._reads[call].ts = ts
             out.merge(self._start_read(call))
@@ -364,12 +401,13 @@ class NodeCore:
         out = Outputs()
         tx.reason = "aborted: rolled back by the client"
         self.coordinator._move(out, tx, "rollback")
-        tx.writes.clear()
         return out
 
     # -- timers ---------------------------------------------------------------------------
     def _fire(self, key: tuple) -> Outputs:
         kind = key[0]
+        if kind == "peer-up":  # the driver armed our watch: the peer is reachable
+            return self._peer_up(key[1])
         if kind in ("vote", "ts", "resend"):
             return self.coordinator.on_timer(key)
         if kind in ("decision", "status"):
@@ -444,23 +482,34 @@ class NodeCore:
             "watermark": self.store.watermark,
             "prepared": {t.id: {"coordinator": t.coordinator, "start_ts": t.start_ts,
                                 "writes": {k: [v, d] for k, (v, d) in t.writes.items()},
-                                "reads": t.reads}
+                                "reads": list(t.reads)}
                          for t in p.in_doubt()},
             "decided": {t.id: {"commit_ts": t.commit_ts, "participants": t.participants}
                         for t in self.coordinator.txs.values() if t.state == COMMITTING},
+            "finished": {tx: [state, ts] for tx, (state, ts) in p.remembered().items()},
+            "horizon": p.horizon,
             "max_ts": self.max_ts,
         }
 
     def _recover(self, inp: Recover) -> Outputs:
+        """Rebuild from a checkpoint and the log after it. Every record is checked first, so a
+        record kvlab could not have written raises CorruptLog before anything changes."""
+        ck = inp.checkpoint
+        if ck is not None:
+            check_checkpoint(ck)
+        for r in inp.records:
+            check_record(r)
         prepared: dict[str, dict[str, Any]] = {}
         decided: dict[str, dict[str, Any]] = {}
-        finished: dict[str, str] = {}
-        ck = inp.checkpoint
+        finished: dict[str, tuple[str, int]] = {}
+        horizon = inp.horizon
         if ck is not None:
             self.store.load(ck["store"])
             self.store.watermark = ck["watermark"]
             prepared.update(ck["prepared"])
             decided.update(ck["decided"])
+            finished.update((tx, (st, ts)) for tx, (st, ts) in ck.get("finished", {}).items())
+            horizon = max(horizon, ck.get("horizon", 0))
             self.max_ts = ck["max_ts"]
         apply = self.store.apply
         for r in inp.records:
@@ -473,12 +522,13 @@ class NodeCore:
                 if rec is not None:
                     apply(d["tx"], d["commit_ts"],
                           {k: (v[0], bool(v[1])) for k, v in rec["writes"].items()})
-                finished[d["tx"]] = COMMITTED
+                    finished[d["tx"]] = (COMMITTED, rec["start_ts"])
                 if d["commit_ts"] > self.max_ts:
                     self.max_ts = d["commit_ts"]
             elif t == "ABORT":
-                prepared.pop(d["tx"], None)
-                finished[d["tx"]] = ABORTED
+                rec = prepared.pop(d["tx"], None)
+                if rec is not None:
+                    finished[d["tx"]] = (ABORTED, rec["start_ts"])
             elif t == "DECISION":
                 decided[d["tx"]] = d
                 if d["commit_ts"] > self.max_ts:
@@ -490,11 +540,80 @@ class NodeCore:
         out = Outputs()
         out.note(role="node", event="recovered", versions=self.store.version_count(),
                  in_doubt=sorted(prepared), decided=sorted(decided))
-        out.merge(self.participant.recover(prepared, finished))
+        out.merge(self.participant.recover(prepared, finished, horizon))
         out.merge(self.coordinator.recover(decided))
         return out
 
 
+# -- what kvlab writes to its log, checked before replay --------------------------------------
+_ID = (str, int)
+RECORD_FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "PREPARE": {"tx": str, "coordinator": _ID, "start_ts": int, "writes": dict, "reads": list},
+    "COMMIT": {"tx": str, "commit_ts": int},
+    "ABORT": {"tx": str},
+    "DECISION": {"tx": str, "commit_ts": int, "participants": list},
+    "END": {"tx": str},
+}
+CHECKPOINT_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "store": dict, "watermark": int, "prepared": dict, "decided": dict, "max_ts": int}
+
+
+def _fields(data: Any, spec: dict[str, Any], what: str) -> None:
+    if not isinstance(data, dict):
+        raise CorruptLog(f"{what} is not a JSON object")
+    for name, kind in spec.items():
+        v = data.get(name)
+        if not isinstance(v, kind) or isinstance(v, bool):
+            raise CorruptLog(f"{what} has no valid {name!r} field (got {v!r})")
+
+
+def _writes(writes: dict[str, Any], what: str) -> None:
+    for k, v in writes.items():
+        if not (isinstance(v, list) and len(v) == 2 and isinstance(v[1], bool)):
+            raise CorruptLog(f"{what}: the write of {k!r} is not a [value, deleted] pair")
+
+
+def check_record(r: Any) -> None:
+    """CorruptLog unless ``r`` is a record this module's recovery understands."""
+    what = f"WAL record LSN {r.lsn} ({r.type})"
+    try:
+        spec = RECORD_FIELDS[r.type]
+    except KeyError:
+        raise CorruptLog(f"{what}: unknown record type; kvlab never writes it. Restore the "
+                         f"log from a backup, or delete the node's data directory.") from None
+    try:
+        _fields(r.data, spec, what)
+        if r.type == "PREPARE":
+            _writes(r.data["writes"], what)
+    except CorruptLog as e:
+        raise CorruptLog(f"{e}: it passes its checksum but kvlab did not write it. Restore the "
+                         f"log from a backup, or delete the node's data directory.") from None
+
+
+def check_checkpoint(ck: Any) -> None:
+    what = "the checkpoint"
+    try:
+        _fields(ck, CHECKPOINT_FIELDS, what)
+        for key, rows in ck["store"].items():
+            if not (isinstance(rows, list) and rows and all(
+                    isinstance(row, list) and len(row) == 4 and type(row[0]) is int
+                    for row in rows)):
+                raise CorruptLog(f"{what}: the version chain of {key!r} is malformed")
+        for tx, rec in ck["prepared"].items():
+            _fields(rec, {k: v for k, v in RECORD_FIELDS["PREPARE"].items() if k != "tx"},
+                    f"{what}: prepared {tx}")
+            _writes(rec["writes"], f"{what}: prepared {tx}")
+        for tx, rec in ck["decided"].items():
+            _fields(rec, {"commit_ts": int, "participants": list}, f"{what}: decided {tx}")
+        for tx, row in ck.get("finished", {}).items():
+            if not (isinstance(row, list) and len(row) == 2 and row[0] in (COMMITTED, ABORTED)
+                    and type(row[1]) is int):
+                raise CorruptLog(f"{what}: the outcome of {tx} is malformed")
+    except CorruptLog as e:
+        raise CorruptLog(f"{e}: it passes its checksum but kvlab did not write it. Restore it "
+                         f"from a backup, or delete the node's data directory.") from None
+
+
 __all__ = ["NodeCore", "NodeConfig", "ReadResult", "owner_of", "ISOLATION_LEVELS", "PLACEMENTS",
-           "Begin", "Get", "Write", "Commit", "Rollback", "Deliver", "Fire", "PeerUp", "Recover",
-           "Gc"]
+           "Begin", "Get", "Write", "Commit", "Rollback", "Deliver", "Fire", "PeerUp", "Abandon",
+           "Recover", "Gc", "RECORD_FIELDS", "check_record", "check_checkpoint"]

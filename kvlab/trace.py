@@ -13,8 +13,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-KINDS = ("call", "send", "deliver", "drop", "wal", "flush", "timer", "state", "crash",
-         "restart", "torn", "partition", "heal", "peer_up", "gc", "checkpoint")
+KINDS = ("call", "send", "duplicate", "deliver", "drop", "wal", "flush", "timer", "state",
+         "crash", "restart", "torn", "partition", "heal", "gc", "checkpoint")
 
 
 @dataclass(slots=True)
@@ -32,11 +32,13 @@ class Event:
     def __str__(self) -> str:
         d = self.data
         k = self.kind
-        if k in ("send", "deliver", "drop"):
+        if k in ("send", "deliver", "drop", "duplicate"):
             what = f"#{d['id']} {d['src']}->{d['dst']} {d['kind']}" + (
                 f" {d['tx']}" if d.get("tx") else "")
             if k == "drop":
                 what += f" ({d['reason']})"
+            elif k == "duplicate":
+                what += f" (copy of #{d['of']})"
         elif k == "wal":
             what = f"lsn {d['lsn']} {d['type']} {d.get('tx') or ''}" + (
                 " [force]" if d.get("force") else "")
@@ -45,7 +47,8 @@ class Event:
                 f": {d['old']} -> {d['new']}" if "new" in d else "")
         else:
             what = json.dumps(d, sort_keys=True, separators=(",", ":"), default=str)
-        return f"t={self.time:<5} {k:<9} {self.node or '-':<4} {what.rstrip()}"
+        node = "-" if self.node is None else str(self.node)
+        return f"t={self.time:<5} {k:<9} {node:<4} {what.rstrip()}"
 
     def to_dict(self) -> dict[str, Any]:
         return {"seq": self.seq, "time": self.time, "kind": self.kind, "node": self.node,
@@ -119,7 +122,7 @@ class Trace(list):
                      and (node is None or e.node == node))
 
     def messages(self) -> Trace:
-        return self.filter(("send", "deliver", "drop"))
+        return self.filter(("send", "duplicate", "deliver", "drop"))
 
     def __repr__(self) -> str:
         return f"<Trace {len(self)} events>"

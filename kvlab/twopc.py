@@ -13,12 +13,32 @@ The force-log rules (each one is why a crash can never split an outcome):
 * a participant makes COMMITTED durable before it acks, so the coordinator may forget the
   transaction once every participant acked.
 
+None of these handlers sends anything "after the flush" itself: the driver holds back whatever a
+node says while a forced record it appended is not durable (:class:`kvlab.effects.Outbox`), so a
+COMMIT resent or quoted to an in-doubt participant can never overtake its DECISION either.
+
 Presumed abort: aborts are never forced and never acked. A coordinator that has no record of a
 transaction answers "abort", which is right because it logs nothing until it decides commit.
+
+Retries never give up while the peer can be reached: after ``max_retries`` a coordinator (or an
+in-doubt participant) *parks* and asks its driver to tell it when the peer is reachable
+(``Outputs.watch``); the driver answers with a ``PeerUp`` input at once if the peer is up and
+connected (plain message loss), or when a restart, heal or new partition reconnects them. So with
+every node up and connected nothing stays undecided, and a run still goes quiet while a peer is
+really down.
+
+Forgetting (so memory stays flat): a coordinator forgets a finished transaction (aborted, or
+committed and acked by all) after ``Timing.keep_outcomes`` newer ones finished; late messages
+about it then get presumed-abort answers, which every handler below treats as stale. A
+participant forgets a finished transaction once its start timestamp is below the *horizon*, the
+cluster's low watermark (no transaction that old is undecided anywhere), and refuses any PREPARE
+that old it does not know: such a PREPARE can only be a delayed duplicate of a decided
+transaction, and re-preparing a committed one would lock its keys again and record an abort.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -102,7 +122,18 @@ class Timing:
     ts_timeout: int = 60
     decision_timeout: int = 60  # a prepared participant starts asking the coordinator
     retry_interval: int = 20  # first retransmission; doubles each time
-    max_retries: int = 5  # then park until the peer is seen up again
+    max_retries: int = 5  # then park until the driver says the peer is reachable
+    keep_outcomes: int = 10_000  # finished coordinator records kept for outcome()
+
+    def __post_init__(self) -> None:
+        from kvlab.errors import ConfigurationError
+
+        for name in ("vote_timeout", "ts_timeout", "decision_timeout", "retry_interval",
+                     "max_retries", "keep_outcomes"):
+            v = getattr(self, name)
+            if type(v) is not int or v < (0 if name in ("max_retries", "keep_outcomes") else 1):
+                raise ConfigurationError(f"Timing.{name} must be a positive whole number of "
+                                         f"ticks (or a count), got {v!r}")
 
 
 @dataclass(frozen=True)
@@ -120,6 +151,9 @@ class Rules:
     @property
     def safe(self) -> bool:
         return self.force_prepare and self.force_decision and self.force_commit
+
+
+_DONE: dict = {}  # the working sets of every finished transaction (never written to)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,6 +187,8 @@ class Coordinator:
         self.rules = rules
         self.txs: dict[str, CoordTx] = {}
         self.undecided: dict[str, CoordTx] = {}  # index of txs in UNDECIDED states
+        self.finished: dict[str, None] = {}  # finished txs, oldest first (forgotten in turn)
+        self.parked: dict[Any, dict[str, None]] = {}  # peer -> COMMITTING txs waiting for it
 
     def _move(self, out: Outputs, tx: CoordTx, event: str) -> None:
         if tx.state == INIT:  # a record being created: begin() or recovery
@@ -166,7 +202,12 @@ class Coordinator:
         else:
             self.undecided.pop(tx.id, None)
         if new in (COMMITTED, ABORTED):  # the working sets are done with; keep the outcome
-            tx.writes, tx.reads, tx.votes, tx.acked = {}, {}, {}, {}
+            tx.writes, tx.reads, tx.votes, tx.acked = _DONE, _DONE, _DONE, _DONE
+            self.finished[tx.id] = None
+            while len(self.finished) > self.timing.keep_outcomes:
+                old = next(iter(self.finished))
+                del self.finished[old]
+                self.txs.pop(old, None)
 
     def _msg(self, dst: str, kind: str, tx: CoordTx, **body: Any) -> Message:
         return Message(self.node_id, dst, kind, tx.id, body)
@@ -203,7 +244,10 @@ class Coordinator:
             if msg.kind == VOTE_YES:  # presumed abort: release the locks it is holding
                 if tx is not None:
                     self._move(out, tx, "late vote")
-                out.send(Message(self.node_id, msg.src, ABORT, msg.tx, {"presumed": tx is None}))
+                out.send(Message(self.node_id, msg.src, ABORT, msg.tx,
+                                 {"presumed": tx is None,
+                                  "start_ts": msg.body.get("start_ts", 0) if tx is None
+                                  else tx.start_ts}))
             return out
         if tx.state != PREPARING:
             return out  # a duplicate vote after the outcome is known
@@ -225,7 +269,7 @@ class Coordinator:
         out.cancel.append(("vote", tx.id))
         for p in tx.participants:
             if p != skip:
-                out.send(self._msg(p, ABORT, tx))
+                out.send(self._msg(p, ABORT, tx, presumed=False, start_ts=tx.start_ts))
         if tx.call is not None:
             out.reply(tx.call, False)
         return out
@@ -278,7 +322,8 @@ class Coordinator:
             # coordinator has forgotten it by now). Presumed abort answers all three, which is
             # right only because acks follow durable COMMITTED records (Rules.force_commit).
             presumed = tx is None or tx.state == COMMITTED  # no decision on record to quote
-            out.send(Message(self.node_id, msg.src, ABORT, msg.tx, {"presumed": presumed}))
+            out.send(Message(self.node_id, msg.src, ABORT, msg.tx,
+                             {"presumed": presumed, "start_ts": 0 if presumed else tx.start_ts}))
         return out
 
     def on_timer(self, key: tuple) -> Outputs:
@@ -301,9 +346,12 @@ class Coordinator:
             tx.attempt += 1
             if tx.attempt < self.timing.max_retries:
                 out.timer(("resend", tx.id), self.timing.retry_interval << tx.attempt)
-            else:
-                out.note(role="coordinator", tx=tx.id, event="parked",
-                         waiting_for=[p for p in tx.participants if p not in tx.acked])
+            else:  # park: the driver wakes us (PeerUp) once each missing peer is reachable
+                waiting = [p for p in tx.participants if p not in tx.acked]
+                for p in waiting:
+                    self.parked.setdefault(p, {})[tx.id] = None
+                    out.watch.append(p)
+                out.note(role="coordinator", tx=tx.id, event="parked", waiting_for=waiting)
         return out
 
     def _resend(self, out: Outputs, tx: CoordTx, only: str | None = None) -> None:
@@ -312,10 +360,16 @@ class Coordinator:
                 out.send(self._msg(p, COMMIT, tx, commit_ts=tx.commit_ts))
 
     def on_peer_up(self, peer: str) -> Outputs:
+        """A peer we parked on is reachable: resend, and retry on a fresh schedule."""
         out = Outputs()
-        for tx in self.txs.values():
-            if tx.state == COMMITTING and peer in tx.participants and peer not in tx.acked:
-                self._resend(out, tx, only=peer)
+        for tx_id in self.parked.pop(peer, ()):
+            tx = self.txs.get(tx_id)
+            if tx is None or tx.state != COMMITTING or peer in tx.acked:
+                continue
+            self._move(out, tx, "resend")
+            self._resend(out, tx, only=peer)
+            tx.attempt = 0
+            out.timer(("resend", tx.id), self.timing.retry_interval)
         return out
 
     def recover(self, decided: dict[str, dict[str, Any]]) -> Outputs:
@@ -346,6 +400,7 @@ class PartTx:
     state: str = INIT
     commit_ts: int | None = None
     attempt: int = 0
+    participants: Sequence[Any] = ()  # everyone the PREPARE named
 
 
 class Participant:
@@ -358,15 +413,43 @@ class Participant:
         self.rules = rules
         self.holding: dict[str, PartTx] = {}  # index of txs in PREPARED or IN_DOUBT
         self.txs: dict[str, PartTx] = {}
+        self.parked: dict[Any, dict[str, None]] = {}  # coordinator -> in-doubt txs waiting
+        self.horizon = 0  # finished txs that started below it are forgotten (see module doc)
+        self._done: list[tuple[int, str]] = []  # heap of finished txs by start timestamp
 
     def _move(self, out: Outputs, tx: PartTx, event: str) -> None:
-        new = advance(PARTICIPANT_TRANSITIONS, tx.state, event)
-        out.note(role="participant", tx=tx.id, event=event, old=tx.state, new=new)
+        old = tx.state
+        new = advance(PARTICIPANT_TRANSITIONS, old, event)
+        out.note(role="participant", tx=tx.id, event=event, old=old, new=new)
         tx.state = new
         if new in (PREPARED, IN_DOUBT):
             self.holding[tx.id] = tx
         else:
             self.holding.pop(tx.id, None)
+            if new != old:  # just finished: forget it once it is below the horizon
+                self._finished(tx)
+
+    def _finished(self, tx: PartTx) -> None:
+        if tx.start_ts < self.horizon:
+            self.txs.pop(tx.id, None)
+        else:
+            heapq.heappush(self._done, (tx.start_ts, tx.id))
+
+    def forget(self, horizon: int) -> int:
+        """Raise the horizon (the cluster's low watermark) and forget finished transactions
+        that started below it; return how many were forgotten."""
+        if horizon <= self.horizon:
+            return 0
+        self.horizon = horizon
+        n = 0
+        done = self._done
+        while done and done[0][0] < horizon:
+            _, tx_id = heapq.heappop(done)
+            tx = self.txs.get(tx_id)
+            if tx is not None and tx.state in (COMMITTED, ABORTED):
+                del self.txs[tx_id]
+                n += 1
+        return n
 
     def _reply(self, tx: PartTx, kind: str, **body: Any) -> Message:
         return Message(self.node_id, tx.coordinator, kind, tx.id, body)
@@ -382,15 +465,22 @@ class Participant:
         if tx is not None:
             if tx.state in (PREPARED, IN_DOUBT):
                 self._move(out, tx, "prepare again")
-                # the vote still may not overtake the PREPARED record
-                out.force = self.rules.force_prepare
-                out.send(self._reply(tx, VOTE_YES))
+                out.send(self._reply(tx, VOTE_YES))  # held while PREPARE is not durable
             elif tx.state == ABORTED:
                 self._move(out, tx, "late prepare")
                 out.send(self._reply(tx, VOTE_NO, reason="already aborted here"))
+            return out  # COMMITTED: a duplicate of a PREPARE long answered
+        if b["start_ts"] < self.horizon:
+            # Older than the low watermark and unknown: a delayed duplicate of a transaction
+            # decided long ago (see the module docstring). Never prepare it twice.
+            out.note(role="participant", tx=msg.tx, event="stale prepare refused")
+            out.send(Message(self.node_id, b["coordinator"], VOTE_NO, msg.tx,
+                             {"reason": f"{msg.tx} started below the low watermark "
+                                        f"{self.horizon} and is decided already"}))
             return out
         writes = {k: (v[0], bool(v[1])) for k, v in b["writes"].items()}
-        tx = PartTx(msg.tx, b["coordinator"], b["start_ts"], writes, list(b["reads"]))
+        tx = PartTx(msg.tx, b["coordinator"], b["start_ts"], writes, list(b["reads"]),
+                    participants=tuple(b["participants"]))
         self.txs[tx.id] = tx
         conflicts = self.store.conflicts(
             tx.id, tx.start_ts, list(writes), tx.reads,
@@ -414,11 +504,10 @@ class Participant:
         out = Outputs()
         tx = self.txs.get(msg.tx)
         if tx is None or tx.state == COMMITTED:
-            # Already committed here (possibly checkpointed and forgotten): ack again once the
-            # COMMITTED record is surely durable.
+            # Already committed here (possibly forgotten since): ack again. The ack is held
+            # while the COMMITTED record is not durable.
             if tx is not None:
                 self._move(out, tx, "commit again")
-            out.force = self.rules.force_commit
             out.send(Message(self.node_id, msg.src, ACK, msg.tx, {}))
             return out
         if tx.state not in (PREPARED, IN_DOUBT):
@@ -446,7 +535,7 @@ class Participant:
                 out.note(role="participant", tx=msg.tx, event="stale presumed abort ignored")
                 return out
             # a decided ABORT overtook our PREPARE: remember it, and refuse that PREPARE later
-            tx = PartTx(msg.tx, msg.src, 0, {}, [])
+            tx = PartTx(msg.tx, msg.src, msg.body.get("start_ts", 0), {}, [])
             self.txs[tx.id] = tx
             self._move(out, tx, "abort")
             return out
@@ -490,24 +579,34 @@ class Participant:
         if tx.attempt < self.timing.max_retries:
             out.timer(("status", tx.id), self.timing.retry_interval << tx.attempt)
             tx.attempt += 1
-        else:
+        else:  # park: the driver wakes us (PeerUp) once the coordinator is reachable
+            self.parked.setdefault(tx.coordinator, {})[tx.id] = None
+            out.watch.append(tx.coordinator)
             out.note(role="participant", tx=tx.id, event="parked", waiting_for=tx.coordinator)
         return out
 
     def on_peer_up(self, peer: str) -> Outputs:
+        """The coordinator we parked on is reachable: ask again, on a fresh schedule."""
         out = Outputs()
-        for tx in self.in_doubt():
-            if tx.coordinator == peer and tx.state == IN_DOUBT:
+        for tx_id in self.parked.pop(peer, ()):
+            tx = self.holding.get(tx_id)
+            if tx is not None and tx.state == IN_DOUBT:
+                self._move(out, tx, "ask again")
                 tx.attempt = 0
                 self._ask(out, tx)
         return out
 
     def recover(self, prepared: dict[str, dict[str, Any]],
-                finished: dict[str, str]) -> Outputs:
-        """Re-lock every prepared-but-undecided transaction and ask its coordinator."""
+                finished: dict[str, tuple[str, int]], horizon: int = 0) -> Outputs:
+        """Re-lock every prepared-but-undecided transaction and ask its coordinator.
+
+        ``finished`` maps each finished transaction still remembered to (state, start_ts);
+        ``horizon`` is the low watermark the driver knows now (see the module docstring)."""
         out = Outputs()
-        for tx_id, status in finished.items():
-            self.txs[tx_id] = PartTx(tx_id, "", 0, {}, [], state=status)
+        self.horizon = horizon
+        for tx_id, (status, start_ts) in finished.items():
+            tx = self.txs[tx_id] = PartTx(tx_id, "", start_ts, {}, (), state=status)
+            self._finished(tx)
         for tx_id, rec in prepared.items():
             writes = {k: (v[0], bool(v[1])) for k, v in rec["writes"].items()}
             tx = PartTx(tx_id, rec["coordinator"], rec["start_ts"], writes, list(rec["reads"]))
@@ -516,3 +615,8 @@ class Participant:
             self._move(out, tx, "recover prepared")
             self._ask(out, tx)
         return out
+
+    def remembered(self) -> dict[str, tuple[str, int]]:
+        """Finished transactions not yet forgotten: (state, start_ts), for checkpoints."""
+        return {t.id: (t.state, t.start_ts) for t in self.txs.values()
+                if t.state in (COMMITTED, ABORTED)}

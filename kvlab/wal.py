@@ -21,19 +21,18 @@ from __future__ import annotations
 import json
 import os
 import struct
-import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kvlab.errors import CorruptLog
+from kvlab.errors import CorruptLog, InvalidValue
 
 _HEADER = struct.Struct("<II")
 
 
 class TornTailWarning(UserWarning):
-    """An incomplete or checksum-failing record at the very end of a log was cut off."""
+    """A partial frame at the very end of a log (a torn write) was cut off."""
 
 
 @dataclass(slots=True)
@@ -66,20 +65,40 @@ def _frame_at(buf: bytes, off: int) -> tuple[dict[str, Any], int] | None:
         return None
     try:
         obj = json.loads(payload)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     return obj, end
 
 
-def decode(buf: bytes, source: str = "log") -> tuple[list[LogRecord], int]:
-    """All intact records and the offset where the valid log ends.
+def _record(obj: Any, source: str, off: int) -> LogRecord:
+    """A decoded payload as a record, or CorruptLog if it lacks what every record has."""
+    if not (isinstance(obj, dict) and type(obj.get("lsn")) is int
+            and isinstance(obj.get("type"), str) and isinstance(obj.get("data"), dict)):
+        raise CorruptLog(f"{source}: the record at byte {off} passes its checksum but is not a "
+                         f"kvlab record (it needs an integer lsn, a type and a data object); it "
+                         f"was written by something other than kvlab. Restore the file from a "
+                         f"backup, or delete the node's data directory to start it empty.")
+    return LogRecord(obj["lsn"], obj["type"], obj["data"])
 
-    A bad frame with nothing valid after it is a torn tail (a crash in the middle of a write):
-    it is cut off with a :class:`TornTailWarning`. A bad frame *followed by* intact frames means
-    bytes that were once durable have changed: that raises :class:`CorruptLog`, because replaying
-    around the hole could lose a committed transaction or apply a corrupt one.
+
+def decode(buf: bytes, source: str = "log") -> tuple[list[LogRecord], int]:
+    """All intact records and the offset where the valid log ends (``< len(buf)``: torn tail).
+
+    Where a torn write ends and damage begins:
+
+    * a *partial* last frame (fewer bytes than its header announces, or half a header) is a
+      write that a crash interrupted. kvlab acknowledges nothing before the fsync of whole
+      frames, so nothing in it was ever acknowledged: the caller may cut it off;
+    * a *complete* frame whose checksum fails, or a bad frame with intact frames after it,
+      means bytes that were once durable, and maybe acknowledged, have changed: that raises
+      :class:`CorruptLog`, because cutting or skipping it could lose a committed transaction;
+    * LSNs must go up by one from frame to frame: a gap (a deleted frame) or an LSN out of
+      order (swapped frames) raises :class:`CorruptLog` too, naming the LSNs and the offset.
+
+    Nothing is ever guessed around: recovery replays a prefix of what was written, or refuses.
     """
     payloads: list[bytes] = []
+    offsets: list[int] = []
     off, n = 0, len(buf)
     crc32, unpack = zlib.crc32, _HEADER.unpack_from
     while off < n:
@@ -90,6 +109,7 @@ def decode(buf: bytes, source: str = "log") -> tuple[list[LogRecord], int]:
                 payload = buf[off + 8:end]
                 if crc32(payload, crc32(buf[off:off + 4])) == crc:
                     payloads.append(payload)
+                    offsets.append(off)
                     off = end
                     continue
         for probe in range(off + 1, n - 8):
@@ -98,16 +118,30 @@ def decode(buf: bytes, source: str = "log") -> tuple[list[LogRecord], int]:
                     f"{source}: record at byte {off} is damaged but intact records follow at "
                     f"byte {probe}; refusing to replay around a hole. Restore the file from a "
                     f"backup, or delete the node's data directory to start it empty.")
-        warnings.warn(f"{source}: cut off a torn tail of {n - off} bytes at byte {off} "
-                      f"(a write interrupted by a crash; nothing in it was acknowledged)",
-                      TornTailWarning, stacklevel=3)
-        break
+        if off + 8 <= n and off + 8 + unpack(buf, off)[0] <= n:
+            raise CorruptLog(
+                f"{source}: the last record (byte {off}, {n - off} bytes) is complete but fails "
+                f"its checksum. A crash leaves only a partial frame, so this record was written "
+                f"whole, flushed and perhaps acknowledged: it is damaged, not torn, and cutting "
+                f"it could lose a committed transaction. Restore the file from a backup, or "
+                f"delete the node's data directory to start it empty.")
+        break  # a partial last frame: a torn write, for the caller to cut
     try:  # one parse for the whole log: the checksums already vouched for every payload
         objs = json.loads(b"[" + b",".join(payloads) + b"]")
-    except ValueError:
+    except (ValueError, RecursionError):
         raise CorruptLog(f"{source}: a record passes its checksum but is not valid JSON; it was "
                          f"written by something other than kvlab") from None
-    return [LogRecord(o["lsn"], o["type"], o["data"]) for o in objs], off
+    records = [_record(o, source, offsets[i]) for i, o in enumerate(objs)]
+    for i in range(1, len(records)):
+        prev, lsn = records[i - 1].lsn, records[i].lsn
+        if lsn != prev + 1:
+            what = "a gap: a record is missing" if lsn > prev + 1 else "out of order"
+            raise CorruptLog(
+                f"{source}: the record at byte {offsets[i]} has LSN {lsn} right after LSN "
+                f"{prev} ({what}); replaying it could apply a transaction's records in the "
+                f"wrong order or without its decision. Restore the file from a backup, or "
+                f"delete the node's data directory to start it empty.")
+    return records, off
 
 
 class MemoryDisk:
@@ -221,19 +255,38 @@ class Wal:
         self.name = name
         self.next_lsn = 1
         self.flushed_lsn = 0  # every record up to here is durable
+        self.forced_lsn = 0  # the newest forced record: what the node says next waits for it
         self.unflushed: list[LogRecord] = []  # kept for the WAL view and the crash lesson
         self._sizes: list[int] = []  # frame size of each unflushed record
         self.since_checkpoint = 0
 
-    def append(self, type_: str, data: dict[str, Any]) -> LogRecord:
-        rec = LogRecord(self.next_lsn, type_, data)
-        self.next_lsn += 1
-        frame = encode(rec.lsn, type_, data)
-        self.disk.append(frame)
-        self.unflushed.append(rec)
-        self._sizes.append(len(frame))
-        self.since_checkpoint += 1
-        return rec
+    def append(self, type_: str, data: dict[str, Any], force: bool = False) -> LogRecord:
+        return self.append_all([(type_, data, force)])[0]
+
+    def append_all(self, records: list[tuple[str, dict[str, Any], bool]]) -> list[LogRecord]:
+        """Append records in order. Every frame is encoded before any is appended, so a record
+        that cannot be encoded (an InvalidValue) leaves the log exactly as it was."""
+        lsn = self.next_lsn
+        frames = []
+        for i, (type_, data, _force) in enumerate(records):
+            try:
+                frames.append(encode(lsn + i, type_, data))
+            except (TypeError, ValueError, RecursionError) as e:
+                raise InvalidValue(f"{self.name}: a {type_} record cannot be encoded as JSON "
+                                   f"({e}); kvlab.client validates values so this should not "
+                                   f"happen: please report it") from None
+        out = []
+        for (type_, data, force), frame in zip(records, frames, strict=True):
+            rec = LogRecord(self.next_lsn, type_, data)
+            self.next_lsn += 1
+            self.disk.append(frame)
+            self.unflushed.append(rec)
+            self._sizes.append(len(frame))
+            if force:
+                self.forced_lsn = rec.lsn
+            out.append(rec)
+        self.since_checkpoint += len(out)
+        return out
 
     @property
     def dirty(self) -> bool:
@@ -259,6 +312,7 @@ class Wal:
         self.unflushed.clear()
         self._sizes.clear()
         self.next_lsn = self.flushed_lsn + 1
+        self.forced_lsn = min(self.forced_lsn, self.flushed_lsn)
         return n
 
     def checkpoint(self, state: dict[str, Any]) -> None:
@@ -279,36 +333,62 @@ class Wal:
         if got is None or got[1] != len(blob):
             raise CorruptLog(f"{self.name}: checkpoint file fails its checksum. Restore it "
                              f"from a backup, or delete the node's data directory.")
-        return LogRecord(got[0]["lsn"], got[0]["type"], got[0]["data"])
+        return _record(got[0], f"{self.name} checkpoint", 0)
 
-    def durable(self) -> tuple[LogRecord | None, list[LogRecord], int]:
-        """Read-only look at the disk: the checkpoint record, the intact log records, and how
-        many torn bytes follow them. Unlike :meth:`recover` it cuts nothing."""
+    def scan(self) -> Scan:
+        """Read-only look at the disk: the checkpoint, the log records it does not cover, and
+        the torn tail if there is one. Raises CorruptLog for anything it cannot trust; cuts
+        nothing, so a driver can refuse (or warn) before it changes a thing."""
         ck = self._checkpoint()
-        buf = self.disk.read_log()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", TornTailWarning)
-            records, end = decode(buf, source=self.name)
-        return ck, records, len(buf) - end
-
-    def recover(self) -> tuple[dict[str, Any] | None, list[LogRecord]]:
-        """Read the checkpoint and the log records after it; cut a torn tail off for good."""
-        ck = self._checkpoint()
-        state, covered = (ck.data, ck.lsn) if ck is not None else (None, 0)
+        covered = ck.lsn if ck is not None else 0
         buf = self.disk.read_log()
         records, end = decode(buf, source=self.name)
-        if end < len(buf):
-            self.disk.cut(end)
-        records = [r for r in records if r.lsn > covered]
-        last = max([covered] + [r.lsn for r in records])
+        if records and records[0].lsn > covered + 1:
+            raise CorruptLog(
+                f"{self.name}: the log starts at LSN {records[0].lsn} (byte 0) but the "
+                f"checkpoint covers only up to LSN {covered}: records {covered + 1}.."
+                f"{records[0].lsn - 1} are missing. Restore the file from a backup, or delete "
+                f"the node's data directory to start it empty.")
+        return Scan(ck, [r for r in records if r.lsn > covered], covered, end, len(buf) - end)
+
+    def durable(self) -> tuple[LogRecord | None, list[LogRecord], int]:
+        """The checkpoint record, the intact log records and how many torn bytes follow them
+        (every record on disk, including those a checkpoint already covers)."""
+        ck = self._checkpoint()
+        buf = self.disk.read_log()
+        records, end = decode(buf, source=self.name)
+        return ck, records, len(buf) - end
+
+    def recover(self, scan: Scan | None = None) -> tuple[dict[str, Any] | None, list[LogRecord]]:
+        """Read the checkpoint and the log records after it; cut a torn tail off for good."""
+        scan = scan or self.scan()
+        if scan.torn:
+            self.disk.cut(scan.end)
+        last = max([scan.covered] + [r.lsn for r in scan.records])
         self.next_lsn = last + 1
-        self.flushed_lsn = last
+        self.flushed_lsn = self.forced_lsn = last
         self.unflushed.clear()
         self._sizes.clear()
-        self.since_checkpoint = len(records)
-        return state, records
+        self.since_checkpoint = len(scan.records)
+        return (scan.checkpoint.data if scan.checkpoint else None), scan.records
 
     def close(self) -> None:
         if self.unflushed:
             self.flush()
         self.disk.close()
+
+
+@dataclass(slots=True)
+class Scan:
+    """What :meth:`Wal.scan` found on disk."""
+
+    checkpoint: LogRecord | None
+    records: list[LogRecord]  # those the checkpoint does not cover
+    covered: int  # the checkpoint's LSN (0 without one)
+    end: int  # where the intact log ends
+    torn: int  # bytes of a torn write after ``end``
+
+    def torn_message(self, name: str) -> str:
+        return (f"{name}: cut off a torn tail of {self.torn} bytes at byte {self.end} (a partial "
+                f"frame: a write interrupted by a crash, never fsynced whole, so nothing in it "
+                f"was acknowledged)")

@@ -276,13 +276,26 @@ def test_torn_tail_is_cut_with_a_warning(tmp_path):
     assert c.trace.filter("torn")
 
 
-def test_corrupt_last_record_is_treated_as_torn(tmp_path):
+def test_damaged_complete_last_record_raises_instead_of_being_cut(tmp_path):
+    # a whole frame was fsynced (and acknowledged); a flipped byte in it is damage, not a
+    # torn write, so cutting it off with a warning could lose a committed transaction
     log = _committed_cluster(tmp_path)
     data = bytearray(log.read_bytes())
     data[-3] ^= 0xFF  # a flipped byte inside the last record
     log.write_bytes(bytes(data))
-    with pytest.warns(TornTailWarning):
+    with pytest.raises(kvlab.CorruptLog, match="complete but fails its checksum"):
         kvlab.Cluster(NODES, data_dir=tmp_path)
+
+
+def test_partial_last_record_is_cut_as_a_torn_tail(tmp_path):
+    log = _committed_cluster(tmp_path)
+    data = log.read_bytes()
+    log.write_bytes(data[:-5])  # the last frame lost its end: a write a crash interrupted
+    with pytest.warns(TornTailWarning, match="partial frame"):
+        c = kvlab.Cluster(NODES, data_dir=tmp_path)
+    assert log.read_bytes() == data[:len(log.read_bytes())] and len(log.read_bytes()) < \
+        len(data) - 5
+    c.close()
 
 
 def test_corruption_before_the_tail_raises(tmp_path):

@@ -169,7 +169,8 @@ def test_duplicate_commit_is_acked_again_without_reapplying():
     p.msg("n1", COMMIT, "T5", commit_ts=9)
     out = p.msg("n1", COMMIT, "T5", commit_ts=9)
     assert kinds(out) == [(ACK, "n1", "T5")]
-    assert out.records == [] and out.force is True
+    assert out.records == []  # no second record; the driver holds the ack while COMMIT is
+    # not durable (kvlab.effects.Outbox, tested in test_outbox.py)
     assert transitions(out) == [("participant", COMMITTED, "commit again", COMMITTED)]
     assert len(p.core.store.chains["x"]) == 1
 
@@ -178,8 +179,7 @@ def test_commit_for_a_forgotten_transaction_is_acked():
     # after a checkpoint a participant forgets committed transactions; a resent COMMIT is acked
     p = Checked("n2")
     out = p.msg("n1", COMMIT, "T5", commit_ts=9)
-    assert kinds(out) == [(ACK, "n1", "T5")]
-    assert out.force is True
+    assert kinds(out) == [(ACK, "n1", "T5")] and out.records == []
     assert p.core.store.version_count() == 0
 
 
@@ -217,7 +217,7 @@ def test_duplicate_prepare_votes_yes_again_without_a_second_record():
     p.msg("n1", PREPARE, "T5", **prepare_body(5, {"x": 1}))
     out = p.msg("n1", PREPARE, "T5", **prepare_body(5, {"x": 1}))
     assert kinds(out) == [(VOTE_YES, "n1", "T5")]
-    assert out.records == [] and out.force is True
+    assert out.records == []  # the driver holds this vote while PREPARE is not durable
     assert transitions(out) == [("participant", PREPARED, "prepare again", PREPARED)]
 
 
@@ -273,9 +273,9 @@ def begin(c: Checked, call: int, ts: int) -> str:
     out = c.feed(Deliver(Message(TSO, c.core.id, TS_REPLY, None,
                                  {"purpose": "begin", "call": call, "ts": ts})))
     [reply] = out.replies
-    assert reply.call == call and reply.value == f"T{ts}"
+    assert reply.call == call and reply.value == (f"T{ts}", ts)
     assert transitions(out) == [("coordinator", "INIT", "begin", ACTIVE)]
-    return reply.value
+    return reply.value[0]
 
 
 def start_commit(c: Checked, ts: int = 5, call: int = 2, **writes: Any) -> tuple[str, Outputs]:
@@ -370,7 +370,7 @@ def test_coordinator_without_a_record_presumes_abort():
     c = Checked("n1")
     out = c.msg("n2", STATUS, "T77")
     assert [(m.kind, m.src, m.dst, m.tx) for m in out.messages] == [(ABORT, "n1", "n2", "T77")]
-    assert out.messages[0].body == {"presumed": True}
+    assert out.messages[0].body == {"presumed": True, "start_ts": 0}
     assert out.records == []
 
 
@@ -380,7 +380,7 @@ def test_coordinator_answers_status_for_an_aborted_transaction_with_abort():
     c.msg("n2", VOTE_NO, tx, reason="r", key="x", other="T1", how="locked")
     out = c.msg("n3", STATUS, tx)
     assert kinds(out) == [(ABORT, "n3", tx)]
-    assert out.messages[0].body == {"presumed": False}
+    assert out.messages[0].body == {"presumed": False, "start_ts": 5}
 
 
 def test_coordinator_does_not_answer_status_before_deciding():
