@@ -37,7 +37,8 @@ __version__ = "0.1.0"
 __all__ = [
     "Cluster", "Node", "CommitHandle", "Outcome", "initialize", "reset_default", "History",
     "check", "CheckReport", "Anomaly", "scenarios", "workloads", "audit", "classic",
-    "Timing", "Rules", "TornTailWarning", "KvlabError", "ClusterClosed", "TransactionNotFound", "TransactionClosed",
+    "Timing", "Rules", "TornTailWarning", "KvlabError", "ClusterClosed", "TransactionNotFound",
+    "TransactionClosed",
     "ConfigurationError", "NodeUnavailable", "UnknownNode", "InvalidKey", "InvalidValue",
     "CorruptLog", "SimulationTimeout", "MessageNotFound", "ProtocolError",
 ]

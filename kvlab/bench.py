@@ -6,6 +6,8 @@ same process, so the numbers mean something on any machine.
 2. durable 3-node throughput (file WAL, fsync, group commit, 16+ concurrent transactions) vs
    sqlite3 in WAL mode with synchronous=FULL doing the same 2-key transactions: target >= 1.0;
 3. recovery: reopening a data directory replays every node's WAL; records/s, target >= 100k
+5. memory: bytes each transaction leaves behind with the trace and the history off, measured
+   between N and 2N transactions after a warm-up (target: about 0, memory flat)
 """
 
 from __future__ import annotations
@@ -186,11 +188,46 @@ def replay(directory: str) -> tuple[int, float]:
     return records, secs
 
 
+# -- 5. memory ---------------------------------------------------------------------------------
+def _rss() -> int:
+    """Resident set size in bytes (Linux /proc; elsewhere the peak from getrusage)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def retained(n: int) -> tuple[float, int, int]:
+    """Bytes per transaction retained between ``n`` and ``2n`` transactions, after ``n`` of
+    warm-up (the newest Timing.keep_outcomes outcomes per node are kept on purpose)."""
+    c = Cluster(NODES, seed=4, trace=False, history=False)
+    done = 0
+
+    def more(k: int) -> int:
+        nonlocal done
+        _rmw_batches(c, k, 16, lambda i: _keys(i + done, 1000))
+        done += k
+        gc.collect()
+        return _rss()
+
+    more(n)
+    a = more(n)
+    b = more(n)
+    return (b - a) / n, a, b
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m kvlab.bench", description=__doc__.split("\n")[0])
     ap.add_argument("--tx", type=int, default=3000, help="transactions per throughput run")
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--dir", default=None, help="where to put the WAL files (default: a temp dir)")
+    ap.add_argument("--memory-tx", type=int, default=40_000,
+                    help="transactions per memory phase (0: skip the memory figure)")
     args = ap.parse_args(argv)
     tmp = tempfile.mkdtemp(prefix="kvlab-bench-", dir=args.dir)
     try:
@@ -210,6 +247,12 @@ def main(argv: list[str] | None = None) -> None:
         n, secs = replay(os.path.join(tmp, "replay"))
         print(f"3. recovery replay: {n:,} records in {secs * 1000:.0f} ms = {n / secs:,.0f} "
               f"records/s  (target >= 100,000)")
+        if args.memory_tx:
+            per, a, b = retained(args.memory_tx)
+            print(f"5. memory, trace and history off: {per:,.1f} bytes retained per transaction "
+                  f"(RSS {a / 2**20:.1f} MB after {2 * args.memory_tx:,} tx, "
+                  f"{b / 2**20:.1f} MB after {3 * args.memory_tx:,}; ratio {b / a:.3f}, "
+                  f"target <= 1.10)")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -24,7 +24,6 @@ from kvlab.history import Op, Txn
 from kvlab.mvcc import Version
 from kvlab.node import ISOLATION_LEVELS, Begin, Get, ReadResult, Rollback, Write
 from kvlab.twopc import ABORTED, ACTIVE, AWAIT_TS, COMMITTED, COMMITTING, PREPARING
-from kvlab.wal import encode
 
 if TYPE_CHECKING:
     from kvlab.driver import Driver
@@ -72,21 +71,6 @@ def _clean(value: Any, depth: int = 0) -> Any:
         return None
     raise InvalidValue(f"values must be JSON-serialisable (int, float, str, bool, list, dict); "
                        f"got {t.__name__}: {value!r}")
-
-
-def check_value(value: Any) -> Any:
-    """A private copy of ``value`` if the log can encode it, else InvalidValue.
-
-    The encoding is the WAL's own, so whatever ``put()`` accepts can be logged in a PREPARE
-    record later (an int of more digits than Python's str() allows, say, is refused here, not
-    half-way through two-phase commit)."""
-    v = _clean(value)
-    try:
-        encode(0, "CHECK", {"value": v})
-    except (ValueError, TypeError, RecursionError) as e:
-        raise InvalidValue(f"the write-ahead log cannot encode this value ({e}); store it in "
-                           f"another form, e.g. a big int as a string") from None
-    return v
 
 
 def _copy(value: Any) -> Any:
@@ -209,7 +193,7 @@ class Node:
         """Buffer a write; other transactions cannot see it until commit."""
         check_tx(tx)
         check_key(key)
-        self._write(tx, key, check_value(value), False)
+        self._write(tx, key, _clean(value), False)
 
     @public()
     def delete(self, tx: str, key: str) -> None:

@@ -13,7 +13,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kvlab.effects import Outputs
-from kvlab.errors import CorruptLog, ProtocolError, TransactionClosed, TransactionNotFound
+from kvlab.errors import (
+    CorruptLog,
+    InvalidKey,
+    InvalidValue,
+    ProtocolError,
+    TransactionClosed,
+    TransactionNotFound,
+)
 from kvlab.messages import (
     ABORT,
     ACK,
@@ -43,6 +50,7 @@ from kvlab.twopc import (
     Rules,
     Timing,
 )
+from kvlab.wal import encode
 
 ISOLATION_LEVELS = ("read_committed", "snapshot", "serializable")
 PLACEMENTS = ("all", "partitioned")
@@ -375,6 +383,7 @@ class NodeCore:
 
     def _write(self, inp: Write) -> Outputs:
         tx = self.active(inp.tx)
+        check_loggable(inp.key, inp.value)  # before anything changes, on every driver
         tx.writes[inp.key] = (inp.value, inp.deleted)
         return Outputs()
 
@@ -543,6 +552,20 @@ class NodeCore:
         out.merge(self.participant.recover(prepared, finished, horizon))
         out.merge(self.coordinator.recover(decided))
         return out
+
+
+def check_loggable(key: Any, value: Any) -> None:
+    """InvalidKey/InvalidValue unless the WAL can encode this write in a PREPARE record.
+
+    Checked when the write is buffered, so nothing that ``put()`` accepted can fail half-way
+    through two-phase commit (an int longer than Python's str() limit, say)."""
+    if not isinstance(key, str) or not key:
+        raise InvalidKey(f"keys are non-empty strings, got {key!r}; e.g. put(tx, 'x', 1)")
+    try:
+        encode(0, "CHECK", {key: value})
+    except (ValueError, TypeError, RecursionError) as e:
+        raise InvalidValue(f"the write-ahead log cannot encode this value ({e}); store it in "
+                           f"another form, e.g. a big int as a string") from None
 
 
 # -- what kvlab writes to its log, checked before replay --------------------------------------

@@ -13,7 +13,21 @@ import json
 import os
 from pathlib import Path
 
+from kvlab.errors import CorruptLog
 from kvlab.messages import TS_REPLY, TS_REQUEST, TSO, Message
+
+
+def _read_limit(path: Path) -> int:
+    try:
+        limit = json.loads(path.read_bytes())["limit"]
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        limit = None
+    if type(limit) is not int or limit < 0:
+        raise CorruptLog(f"{path}: the timestamp oracle's state is damaged (expected "
+                         f'{{"limit": <int>}}). Reusing a timestamp would break snapshot '
+                         f"isolation, so kvlab will not guess: restore the file, or delete the "
+                         f"whole data directory to start empty.")
+    return limit
 
 
 class TimestampOracle:
@@ -24,7 +38,7 @@ class TimestampOracle:
         self.last = start
         self.limit = 0
         if self.path is not None and self.path.exists():
-            self.last = max(self.last, json.loads(self.path.read_text())["limit"])
+            self.last = max(self.last, _read_limit(self.path))
         self.limit = self.last
 
     def next(self) -> int:
