@@ -19,9 +19,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kvlab.cluster import Cluster
+from kvlab.errors import ConfigurationError, KvlabError
 from kvlab.node import ISOLATION_LEVELS
 
 INITIAL = {"1": 10, "2": 20}
+
+
+class UnknownScenario(KvlabError, KeyError):
+    """No scenario of that name (see ``kvlab.scenarios.SCENARIOS``)."""
 NODES = ["n1", "n2", "n3"]
 _STEP = re.compile(r"([rwca])(\d)(?:\((\d),?(-?\d+)?\))?")
 
@@ -47,7 +52,7 @@ def parse(steps: str) -> list[Step]:
     for token in steps.split():
         m = _STEP.fullmatch(token)
         if m is None:
-            raise ValueError(f"cannot parse step {token!r}: write r1(1), w1(1,11), c1 or a1")
+            raise ConfigurationError(f"cannot parse step {token!r}: write r1(1), w1(1,11), c1 or a1")
         op, s, key, value = m.groups()
         out.append(Step(op, int(s), key, int(value) if value is not None else None))
     return out
@@ -104,7 +109,7 @@ class Replay:
 
     def __init__(self, scenario: Scenario, level: str, seed: int = 0) -> None:
         if level not in ISOLATION_LEVELS:
-            raise ValueError(f"unknown level {level!r}: choose one of {ISOLATION_LEVELS}")
+            raise ConfigurationError(f"unknown level {level!r}: choose one of {ISOLATION_LEVELS}")
         self.scenario, self.level = scenario, level
         self.cluster = Cluster(NODES, seed=seed)
         n1 = self.cluster["n1"]
@@ -277,4 +282,4 @@ def get(name: str) -> Scenario:
     try:
         return SCENARIOS[name]
     except KeyError:
-        raise KeyError(f"no scenario {name!r}; choose one of {list(SCENARIOS)}") from None
+        raise UnknownScenario(f"no scenario {name!r}; choose one of {list(SCENARIOS)}") from None

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kvlab.cluster import Cluster
-from kvlab.errors import KvlabError, SimulationTimeout
+from kvlab.errors import ConfigurationError, KvlabError, SimulationTimeout
 from kvlab.history import History
 from kvlab.wal import TornTailWarning
 
@@ -65,7 +65,7 @@ class _Keys:
 
     def __init__(self, n: int, skew: str, rng: random.Random, theta: float = 1.1) -> None:
         if skew not in ("uniform", "zipf"):
-            raise ValueError(f"skew must be 'uniform' or 'zipf', got {skew!r}")
+            raise ConfigurationError(f"skew must be 'uniform' or 'zipf', got {skew!r}")
         self.names = [f"k{i}" for i in range(n)]
         self.rng = rng
         self.cdf = list(itertools.accumulate(1 / (i + 1) ** theta for i in range(n))) \
@@ -90,9 +90,9 @@ def run(kind: str = "bank", transactions: int = 1000, concurrency: int = 8, keys
         placement: str = "all") -> WorkloadResult:
     """Run a workload on a fresh cluster and return its history (and the cluster)."""
     if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        raise ConfigurationError(f"kind must be one of {KINDS}, got {kind!r}")
     if keys < ops_per_tx or keys < 2:
-        raise ValueError(f"need at least {max(2, ops_per_tx)} keys for {ops_per_tx} ops per tx")
+        raise ConfigurationError(f"need at least {max(2, ops_per_tx)} keys for {ops_per_tx} ops per tx")
     faults = faults or Faults()
     rng = random.Random(seed)
     cluster = Cluster(list(nodes), seed=seed, latency=faults.latency, loss=faults.loss,
