@@ -169,11 +169,14 @@ class ClusterExplorer:
             w.HBox([self.step_button, self.run_button, self.play, self.speed,
                     self.reset_button]),
             self.status,
-            w.HBox([self.cluster_image, self.sequence_image]),
+            # panels keep their own size (text stays 11 px); the rows wrap rather than shrink
+            w.HBox([self.cluster_image, self.sequence_image],
+                   layout=w.Layout(align_items="flex-start", flex_flow="row wrap")),
             w.HTML(legend_html()),
             w.HBox([controls, w.VBox([self.versions_node, self.versions_image,
                                       w.HTML("<b>Event log</b> (▶ = last action)"),
-                                      self.log])]),
+                                      self.log])],
+                   layout=w.Layout(align_items="flex-start", flex_flow="row wrap")),
         ])
 
     def _bind(self) -> None:
@@ -184,13 +187,13 @@ class ClusterExplorer:
         ids = list(self.cluster.ids)
         if self._ids != ids:
             self._ids = ids
-            self.cluster_view = ClusterView(ids, legend=False, size=(4.6, 4.4))
-            self.sequence_view = SequenceView(ids, size=(6.6, 5.6), compact=True)
+            self.cluster_view = ClusterView(ids, legend=False, size=(4.2, 4.2))
+            self.sequence_view = SequenceView(ids, size=(5.2, 5.6), compact=True)
             self.sequence_view.fig.subplots_adjust(left=0.1, right=0.99, top=0.99, bottom=0.01)
-            self.versions_view = VersionsView(size=(6.2, 2.8))
+            self.versions_view = VersionsView(size=(5.6, 2.8))
             self.versions_view.fig.subplots_adjust(left=0.01, right=0.99, top=0.9, bottom=0.02)
             for view in (self.cluster_view, self.sequence_view, self.versions_view):
-                view.fig.set_dpi(72)
+                view.fig.set_dpi(100)  # shown 1:1, so 8 pt text is 11 px
             self._sigs = {}
         self._quiet = True  # no redraw per changed dropdown; the caller refreshes once
         try:

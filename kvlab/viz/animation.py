@@ -14,7 +14,8 @@ from typing import Any
 from matplotlib.animation import FuncAnimation
 
 from kvlab.trace import Event
-from kvlab.viz.cluster_view import ClusterView
+from kvlab.viz import style as st
+from kvlab.viz.cluster_view import LEGEND_W, ClusterView
 from kvlab.viz.common import VizError, new_figure, nodes_of, trace_of
 from kvlab.viz.scene import Scene, replay_steps
 
@@ -61,8 +62,11 @@ def animate(source: Any, *, tx: str | Iterable[str] | None = None, last: int | N
                        "or timeouts) yet; step or run the cluster first, or widen tx=/last=")
     for i, s in enumerate(scenes, 1):
         s.step, s.steps = i, len(scenes)
-    fig = new_figure(5.2, 5.0, dpi=80)
-    ax = fig.add_axes((0, 0, 1, 1))
+    # 100 dpi, not the notebook's setting: the frames are embedded at their pixel size, and
+    # at 100 dpi the smallest text is 11 px (st.SMALL) while the player stays small
+    width = 5.0 + LEGEND_W
+    fig = new_figure(width, 5.0, dpi=st.MIN_DPI)
+    ax = fig.add_axes((0.01, 0.01, 5.0 / width - 0.02, 0.98))
     view = ClusterView(ids, ax=ax)
 
     def frame(i: int) -> list:

@@ -19,7 +19,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import FancyArrowPatch
 
 from kvlab.viz import style as st
-from kvlab.viz.common import VizError, figure_ax
+from kvlab.viz.common import VizError, figure_ax, text_size
 
 Edge = tuple[str, str, str, Any]  # (src, dst, type, key)
 
@@ -94,6 +94,9 @@ def dependency_graph(source: Any, cycle: Any = None, ax: Axes | None = None, *,
     edges = graph.edges(keys=True, data=True) if multi else (
         (u, v, None, d) for u, v, d in graph.edges(data=True))
     seen: dict[frozenset, int] = {}
+    ax.apply_aspect()
+    scale = min(ax.bbox.width, ax.bbox.height) / 2.9  # pixels per data unit
+    taken = [(x - 0.13, x + 0.13, y - 0.13, y + 0.13) for x, y in pos.values()]  # the nodes
     for u, v, k, data in edges:
         if u == v:
             continue
@@ -102,14 +105,16 @@ def dependency_graph(source: Any, cycle: Any = None, ax: Axes | None = None, *,
         pair = frozenset((u, v))
         i = seen.get(pair, 0)
         seen[pair] = i + 1
-        _edge(ax, pos[u], pos[v], u, v, data, 0.12 + 0.18 * i, _matches(u, v, data, want))
+        _edge(ax, pos[u], pos[v], u, v, data, 0.12 + 0.18 * i, _matches(u, v, data, want),
+              taken, scale)
     for n in nodes:
         hot = n in on_cycle
         x, y = pos[n]
         ax.scatter([x], [y], s=900, zorder=3, gid=f"tx:{n}",
                    color=st.tint(st.CYCLE_COLOR, 0.6) if hot else "white",
                    edgecolors=st.CYCLE_COLOR if hot else st.BLACK, linewidths=2 if hot else 1)
-        ax.text(x, y, str(n), ha="center", va="center", fontsize=st.FONT, zorder=4)
+        ax.text(x, y, str(n), ha="center", va="center", fontsize=st.FONT, zorder=4,
+                color=st.text_on(st.tint(st.CYCLE_COLOR, 0.6) if hot else "white"))
     _legend(ax, bool(want))
     if title is None:
         title = name or ("dependency graph" if not want else "dependency graph with a cycle")
@@ -117,12 +122,12 @@ def dependency_graph(source: Any, cycle: Any = None, ax: Axes | None = None, *,
             title += "\n" + cycle_text(want)
     if not nodes:
         title = "no transactions: the dependency graph is empty"
-    ax.set_title(title, fontsize=st.FONT + 1, loc="left")
+    ax.set_title(title, fontsize=st.TITLE, loc="left")
     return fig
 
 
 def _edge(ax: Axes, p: tuple[float, float], q: tuple[float, float], u: Any, v: Any,
-          data: dict[str, Any], rad: float, hot: bool) -> None:
+          data: dict[str, Any], rad: float, hot: bool, taken: list, scale: float) -> None:
     kind = data.get("type", "?")
     key = data.get("key")
     color = st.CYCLE_COLOR if hot else st.DEP_COLORS.get(kind, st.GREY)
@@ -131,15 +136,25 @@ def _edge(ax: Axes, p: tuple[float, float], q: tuple[float, float], u: Any, v: A
                                  linestyle=st.DEP_STYLES.get(kind, "-"), color=color,
                                  linewidth=2.8 if hot else 1.2, alpha=1.0 if hot else 0.8,
                                  zorder=2 if hot else 1, gid=f"edge:{u}->{v}:{kind}:{key}"))
-    # where the arc3 curve passes halfway: the Bezier midpoint, half the control offset
+    # the label goes on the arc3 curve (a quadratic Bezier): halfway if that spot is free,
+    # else a little towards either end, so labels of parallel edges do not overlap
     dx, dy = q[0] - p[0], q[1] - p[1]
-    mx = (p[0] + q[0]) / 2 + 0.5 * rad * dy
-    my = (p[1] + q[1]) / 2 - 0.5 * rad * dx
+    cx, cy = (p[0] + q[0]) / 2 + rad * dy, (p[1] + q[1]) / 2 - rad * dx
     label = kind if key is None else f"{kind} {key}"
-    ax.text(mx, my, label, fontsize=st.SMALL, ha="center", va="center", color=color, zorder=4,
+    w, h = text_size(label, st.SMALL, ax.figure.dpi, "bold" if hot else "normal")
+    w, h = w / scale / 2 + 0.03, h / scale / 2 + 0.02
+    spots = []
+    for f in (0.5, 0.4, 0.6, 0.3, 0.7, 0.22, 0.78):
+        mx = (1 - f) ** 2 * p[0] + 2 * f * (1 - f) * cx + f * f * q[0]
+        my = (1 - f) ** 2 * p[1] + 2 * f * (1 - f) * cy + f * f * q[1]
+        spots.append((mx - w, mx + w, my - h, my + h))
+    box = next((b for b in spots if not any(b[0] < o[1] and o[0] < b[1] and b[2] < o[3]
+                                            and o[2] < b[3] for o in taken)), spots[0])
+    taken.append(box)
+    ax.text((box[0] + box[1]) / 2, (box[2] + box[3]) / 2, label, fontsize=st.SMALL,
+            ha="center", va="center", color=st.ink(color), zorder=4,
             fontweight="bold" if hot else "normal",
-            bbox=dict(boxstyle="round,pad=0.15", facecolor="white", edgecolor="none",
-                      alpha=0.85))
+            bbox=dict(boxstyle="round,pad=0.15", facecolor="white", edgecolor="none"))
 
 
 def _legend(ax: Axes, cycle: bool) -> None:

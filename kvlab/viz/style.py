@@ -3,12 +3,20 @@
 A colour always means the same thing: PREPARE is orange in the cluster view, the sequence
 diagram and the animation; committed is bluish green and aborted vermillion everywhere. Replies
 are dashed so that colour is never the only cue.
+
+Readable at a glance: lines and fills use the Okabe-Ito colours themselves, but text uses
+:func:`ink`, a darker shade of the same hue with at least 4.5:1 contrast (WCAG AA) against the
+light backgrounds text sits on, and every font is at least 11 px at 100 dpi (``SMALL`` pt x
+100 / 72), the lowest dpi kvlab's notebooks and the explorer show figures at.
 """
 
 from __future__ import annotations
 
+import colorsys
+from functools import lru_cache
+
 from matplotlib.axes import Axes
-from matplotlib.colors import to_rgb
+from matplotlib.colors import to_hex, to_rgb, to_rgba
 
 from kvlab import messages as m
 
@@ -55,12 +63,69 @@ CRASH_COLOR = VERMILLION
 RESTART_COLOR = GREEN
 DOWN_FACE = "#BBBBBB"
 
-FONT = 8
-SMALL = 7
+# Text sizes in points. A figure is shown at >= 100 dpi (notebooks, explorer panels), so
+# SMALL = 8 pt is 11.1 px there: the smallest text any view draws.
+MIN_DPI = 100
+MIN_PX = 11.0
+SMALL = 8
+FONT = 9
+TITLE = 10
+
+# The widest a figure gets (inches): at 100 dpi a PNG wider than a notebook's output area
+# (about 900-1000 px) is scaled down by the browser, and its text shrinks with it.
+MAX_WIDTH = 9.0
+
+# Text contrast: WCAG AA for normal text, checked against the darkest background that text sits
+# on without a box of its own (BAND, a partition band in the sequence diagram).
+CONTRAST = 4.5
+BAND = "#EEEEEE"
+
+
+def _linear(c: float) -> float:
+    return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+
+
+def luminance(color: object) -> float:
+    """WCAG 2 relative luminance of an opaque colour (0 black .. 1 white)."""
+    r, g, b = to_rgb(color)
+    return 0.2126 * _linear(r) + 0.7152 * _linear(g) + 0.0722 * _linear(b)
+
+
+def contrast(a: object, b: object) -> float:
+    """WCAG 2 contrast ratio of two opaque colours (1 .. 21)."""
+    la, lb = sorted((luminance(a), luminance(b)), reverse=True)
+    return (la + 0.05) / (lb + 0.05)
+
+
+def over(color: object, background: object) -> tuple[float, float, float]:
+    """``color`` (maybe translucent) composited over an opaque ``background``."""
+    r, g, b, a = to_rgba(color)
+    br, bg, bb = to_rgb(background)
+    return (r * a + br * (1 - a), g * a + bg * (1 - a), b * a + bb * (1 - a))
+
+
+@lru_cache(maxsize=256)
+def ink(color: str, background: str = BAND) -> str:
+    """The text shade of ``color``: same hue, darkened until it has ``CONTRAST`` against
+    ``background`` (so on white, or any lighter fill, it reads at least as well)."""
+    h, lum, s = colorsys.rgb_to_hls(*to_rgb(color))
+    while contrast(colorsys.hls_to_rgb(h, lum, s), background) < CONTRAST + 0.05 and lum > 0:
+        lum = max(0.0, lum - 0.01)
+    return to_hex(colorsys.hls_to_rgb(h, lum, s))
+
+
+def text_on(fill: object) -> str:
+    """Black or white, whichever reads better on ``fill`` (for labels inside filled shapes)."""
+    return BLACK if contrast(BLACK, fill) >= contrast("#FFFFFF", fill) else "#FFFFFF"
 
 
 def kind_color(kind: str) -> str:
     return KIND_COLORS.get(kind, BLACK)
+
+
+def kind_ink(kind: str) -> str:
+    """Text colour of a message kind: its line colour, darkened to be readable."""
+    return ink(kind_color(kind))
 
 
 def kind_style(kind: str) -> str:
@@ -72,8 +137,16 @@ def outcome_color(status: str) -> str:
     return OUTCOME_COLORS.get(status, GREY)
 
 
+def outcome_ink(status: str) -> str:
+    return ink(outcome_color(status))
+
+
 def state_color(state: str) -> str:
     return STATE_COLORS.get(state, GREY)
+
+
+def state_ink(state: str) -> str:
+    return ink(state_color(state))
 
 
 def tint(color: str, amount: float = 0.7) -> tuple[float, float, float]:
@@ -86,7 +159,7 @@ def style_axes(ax: Axes, title: str | None = None) -> None:
     """Bare axes for diagrams: no frame, no ticks."""
     ax.set_axis_off()
     if title:
-        ax.set_title(title, fontsize=FONT + 1, loc="left")
+        ax.set_title(title, fontsize=TITLE, loc="left")
 
 
 def legend_html() -> str:
@@ -96,7 +169,15 @@ def legend_html() -> str:
         return (f"<span style='display:inline-block;width:18px;border-top:3px {line} {color};"
                 f"vertical-align:middle;margin:0 3px 0 8px'></span>{text}")
 
+    def ring(color: str, text: str, face: str = "white") -> str:
+        return (f"<span style='display:inline-block;width:10px;height:10px;border-radius:50%;"
+                f"border:3px solid {color};background:{face};vertical-align:middle;"
+                f"margin:0 3px 0 8px'></span>{text}")
+
     kinds = "".join(swatch(c, k, k in REPLY_KINDS) for k, c in KIND_COLORS.items())
-    nodes = (swatch(ORANGE, "ring: coordinating") + swatch(DOWN_FACE, "grey: crashed")
+    nodes = (ring(ORANGE, "ring: coordinating") + ring(GREY, "grey: crashed", DOWN_FACE)
              + swatch(CRASH_COLOR, "dotted link: partitioned", True))
-    return f"<div style='font-size:11px;line-height:1.6'>{kinds}<br>{nodes}</div>"
+    sides = "".join(ring(c, str(i)) for i, c in enumerate(GROUP_COLORS[:3]))
+    groups = f"<span style='margin-left:8px'>node outline: partition group</span>{sides}"
+    return (f"<div style='font-size:12px;line-height:1.7;color:{BLACK}'>{kinds}<br>{nodes}"
+            f"{groups}</div>")

@@ -133,12 +133,12 @@ def transaction_timeline(source: Any, ax: Axes | None = None, *,
         rows = [r for r in rows if r.tx in wanted]
     hidden = max(0, len(rows) - limit)
     rows = rows[hidden:]
-    height = 1.2 + 0.42 * max(len(rows), 1) * (1.4 if participants else 1.0)
+    height = 1.4 + 0.42 * max(len(rows), 1) * (1.4 if participants else 1.0)
     height = min(height, 40.0)
     fresh = ax is None
     fig, ax = figure_ax(ax, 8.0, height)
-    if fresh:
-        fig.subplots_adjust(left=0.12, right=0.98, top=1 - 0.6 / height, bottom=0.5 / height)
+    if fresh:  # margins in inches: the title and the key above, the time axis below
+        fig.subplots_adjust(left=0.11, right=0.98, top=1 - 0.75 / height, bottom=0.5 / height)
     _draw(ax, rows, participants, clock, hidden)
     return fig
 
@@ -185,16 +185,17 @@ def _draw(ax: Axes, rows: list[Row], participants: bool, clock: str, hidden: int
         text = r.status if not r.reason else shorten(r.reason, 70)
         right = (r.begin or 0) > middle
         x = max((b for _, _, b in r.segments), default=r.begin or 0) if right else r.begin or 0
-        ax.text(x, y + 0.22, text, fontsize=st.SMALL - 0.5, va="bottom", clip_on=True,
-                ha="right" if right else "left", color=st.outcome_color(r.status))
+        ax.text(x, y + 0.22, text, fontsize=st.SMALL, va="bottom", clip_on=True,
+                ha="right" if right else "left", color=st.outcome_ink(r.status))
     ax.set_ylim(-max(len(rows), 1) * pitch + 0.4, 0.8)
     states = sorted({s for r in rows for s, _, _ in r.segments})
     handles = [Patch(facecolor=st.state_color(s), edgecolor=st.BLACK, label=s) for s in states]
     if participants and holds:
         handles.append(Patch(facecolor=st.PURPLE, label="participant holds locks"))
     if handles:
-        ax.legend(handles=handles, fontsize=st.SMALL - 0.5, loc="lower right", frameon=False,
-                  ncols=min(len(handles), 3), bbox_to_anchor=(1.0, 1.0), borderaxespad=0.2)
+        ax.legend(handles=handles, fontsize=st.SMALL, loc="lower right", frameon=False,
+                  ncols=min(len(handles), 3), bbox_to_anchor=(1.0, 1.0), borderaxespad=0.2,
+                  columnspacing=1.0, handlelength=1.5)
     title = "transactions by coordinator state\n(+ commit point, x abort)"
     if hidden:
         title += f" · last {len(rows)} (of {len(rows) + hidden}; pass limit=)"

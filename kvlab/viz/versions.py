@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.text import Text
 
 from kvlab.viz import style as st
-from kvlab.viz.common import VizError, figure_ax, shorten
+from kvlab.viz.common import VizError, figure_ax, shorten, text_size
 
 MAX_KEYS = 10
 MAX_VERSIONS = 6  # per row; older ones are summarised as "+N older"
@@ -49,7 +49,7 @@ class VersionsView:
         self.texts: list[Text] = []
         self.ticks = self.ax.add_collection(LineCollection([], linewidths=2, zorder=4,
                                                            gid="ticks"))
-        self.title = self.ax.set_title("", fontsize=st.FONT + 1, loc="left")
+        self.title = self.ax.set_title("", fontsize=st.TITLE, loc="left")
         self.boxes: list[dict[str, Any]] = []  # what each box shows, for tests and tools
 
     def _text(self, i: int, x: float, y: float, s: str, **kw: Any) -> Text:
@@ -79,7 +79,7 @@ class VersionsView:
         if core is None:
             self._text(0, 0.5, 0.5, f"{node} is crashed: its memory (and every version in it) "
                        f"is gone.\nRestart it to rebuild the chains from its log.",
-                       size=st.FONT, color=st.CRASH_COLOR)
+                       size=st.FONT, color=st.ink(st.CRASH_COLOR))
             ax.set_xlim(0, 1)
             ax.set_ylim(0, 1)
             self.ticks.set_segments([])
@@ -89,7 +89,8 @@ class VersionsView:
             return self.fig
         store = core.store
         every = sorted(set(store.chains) | set(store.write_locks) | set(store.read_locks))
-        chosen = list(keys) if keys is not None else every[:MAX_KEYS]
+        fit = self._rows_that_fit()
+        chosen = list(keys) if keys is not None else every[:min(MAX_KEYS, fit)]
         ticks, colors, styles = [], [], []
         width = 4
         for row, key in enumerate(chosen):
@@ -121,10 +122,10 @@ class VersionsView:
             readers = sorted(store.read_locks.get(key, {}))
             if readers:
                 self._text(ti, end - 0.4, y - 0.38, f"read-locked by {', '.join(readers)}",
-                           ha="left", color=st.PURPLE)
+                           ha="left", color=st.ink(st.PURPLE))
                 ti += 1
             if not chain and lock is None and not readers:
-                self._text(ti, 0, y, "(no versions)", color=st.GREY)
+                self._text(ti, 0, y, "(no versions)", color=st.ink(st.GREY))
                 ti += 1
             width = max(width, end)
             stamps = [v.commit_ts for v in shown]
@@ -147,17 +148,22 @@ class VersionsView:
         title = f"{node}: version chains · GC watermark {store.watermark}"
         if ts is not None:
             title += f" · blue: what snapshot ts={ts} reads"
-        if keys is None and len(every) > MAX_KEYS:
-            title += f" · first {MAX_KEYS} of {len(every)} keys (pass keys=)"
+        if keys is None and len(every) > len(chosen):
+            title += f" · first {len(chosen)} of {len(every)} keys (pass keys=)"
         self.title.set_text(title)
         return self.fig
+
+    def _rows_that_fit(self) -> int:
+        """How many keys the axes hold with each row as tall as a two-line version box."""
+        h = text_size("ts\nv", st.SMALL, self.fig.dpi)[1] * 1.55  # the box, its pad, a gap
+        return max(1, int(self.ax.bbox.height / h))
 
     def _row_label(self, ti: int, key: str, y: float, hidden: int) -> int:
         self._text(ti, -0.65, y, shorten(key, 12), ha="right", size=st.FONT, weight="bold")
         ti += 1
         if hidden:
-            self._text(ti, -0.62, y - 0.3, f"+{hidden} older", ha="left", color=st.GREY,
-                       size=st.SMALL - 1)
+            self._text(ti, -0.62, y - 0.3, f"+{hidden} older", ha="left",
+                       color=st.ink(st.GREY))
             ti += 1
         return ti
 

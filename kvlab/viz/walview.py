@@ -19,6 +19,7 @@ from kvlab.viz.common import figure_ax, shorten
 from kvlab.wal import LogRecord
 
 LAST = 30
+FLUSH_GAP = 0.6  # rows of room around the flush line for its label
 
 
 def detail(rec: LogRecord) -> str:
@@ -80,27 +81,34 @@ def wal_view(cluster: Any, node: str, ax: Axes | None = None, *, last: int = LAS
     if not rows:
         rows.append(("note", "empty log: nothing written yet", st.GREY))
     n = len(rows)
-    height = min(0.9 + 0.24 * n, 30.0)
+    split = any(what == "unflushed" for what, _, _ in rows)
+    span = n + (FLUSH_GAP if split else 0.0)  # the flush line gets a band of its own
+    height = min(0.6 + 0.24 * span, 30.0)
+    fresh = ax is None
     fig, ax = figure_ax(ax, 8.0, height)
+    if fresh:  # margins in inches: room for the title, and the full width for the rows
+        fig.subplots_adjust(left=0.02, right=0.98, top=1 - 0.4 / height, bottom=0.1 / height)
     st.style_axes(ax)
     ax.set_xlim(0, 10)
-    ax.set_ylim(-n + 0.3, 1.2)
+    ax.set_ylim(-span + 0.3, 1.2)
     verts, faces, hatches = [], [], []
     flush_line = None
-    for i, (what, text, color) in enumerate(rows):
-        y = -i
+    y = 1.0
+    for what, text, color in rows:
+        y -= 1
+        if what == "unflushed" and flush_line is None:
+            y -= FLUSH_GAP
+            flush_line = y + 0.5 + FLUSH_GAP / 2
         if what in ("durable", "unflushed", "checkpoint", "torn"):
             verts.append([(0, y - 0.42), (10, y - 0.42), (10, y + 0.42), (0, y + 0.42)])
             faces.append(st.tint(color, 0.75))
             hatches.append(what == "unflushed")
         ax.text(0.1, y, text, fontsize=st.SMALL, family="monospace", va="center",
-                gid=f"wal:{what}", color=st.BLACK if what != "note" else st.GREY)
+                gid=f"wal:{what}", color=st.BLACK if what != "note" else st.ink(st.GREY))
         tag = {"durable": "survives a crash", "unflushed": "lost on a crash"}.get(what)
         if tag:
-            ax.text(9.9, y, tag, fontsize=st.SMALL - 0.5, ha="right", va="center",
+            ax.text(9.9, y, tag, fontsize=st.SMALL, ha="right", va="center",
                     color=st.BLACK, style="italic")
-        if what == "unflushed" and flush_line is None:
-            flush_line = y + 0.5
     ax.add_collection(PolyCollection([v for v, h in zip(verts, hatches, strict=True) if not h],
                                      facecolors=[f for f, h in zip(faces, hatches, strict=True)
                                                  if not h], edgecolors="white", zorder=0))
@@ -118,7 +126,7 @@ def wal_view(cluster: Any, node: str, ax: Axes | None = None, *, last: int = LAS
              f"{lost} unflushed record(s) would be lost by a crash" if lost else
              "everything is durable")
     ax.set_title(f"{node} write-ahead log · flushed_lsn {wal.flushed_lsn} · {state}",
-                 fontsize=st.FONT + 1, loc="left")
+                 fontsize=st.TITLE, loc="left")
     return fig
 
 
