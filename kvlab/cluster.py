@@ -164,7 +164,8 @@ class Cluster:
         self.lock = self._calls.lock
         self.now = 0
         self._queue: list[tuple] = []
-        self._seq = itertools.count()
+        self._seq = 0
+        self._exploring = False  # kvlab.explore picks every event itself: no queue needed
         self._call_ids = itertools.count(1)
         self._replies: dict[int, Any] = {}
         self._commit_calls: dict[int, tuple[Any, str, CommitHandle]] = {}
@@ -305,6 +306,41 @@ class Cluster:
         self._schedule(copy.due, _MSG, copy.dst, copy.id)
         self._after_event()
         return copy
+
+    @public(journal=False, after_close=True)
+    def timers(self) -> list[tuple[Any, tuple]]:
+        """Timers set now, as (node, key): e.g. ``("n2", ("decision", "T1"))``."""
+        return sorted(self._timers, key=lambda k: (str(k[0]), repr(k[1])))
+
+    @public()
+    def fire(self, node_id: Any, key: tuple) -> Trace:
+        """Fire a set timer now, ahead of its time (a node cannot tell slow from dead)."""
+        self.node(node_id)
+        key = tuple(key) if isinstance(key, (list, tuple)) else key
+        if (node_id, key) not in self._timers:
+            raise ConfigurationError(f"{node_id} has no timer {key!r} set; see "
+                                     f"cluster.timers()")
+        start = len(self.trace)
+        self._fire(node_id, key)
+        self._after_event()
+        return self.trace[start:]
+
+    @public()
+    def flush(self, node_id: Any) -> Trace:
+        """Run a node's due log flush now (its fsync completes early)."""
+        self.node(node_id)
+        if not self._flush_due[node_id]:
+            raise ConfigurationError(f"{node_id} has no log flush due (nothing forced is "
+                                     f"waiting); see cluster.pending_flushes()")
+        start = len(self.trace)
+        self._flush(node_id)
+        self._after_event()
+        return self.trace[start:]
+
+    @public(journal=False, after_close=True)
+    def pending_flushes(self) -> list[Any]:
+        """Nodes with a log flush due (forced records waiting for their fsync)."""
+        return [n for n in self.ids if self._flush_due[n]]
 
     @public()
     def crash(self, node_id: Any, torn: bool = False) -> bool:
@@ -604,10 +640,25 @@ class Cluster:
             h.commit_ts, h.reason = ts, reason
 
     def _schedule(self, time: int, kind: int, node: Any, payload: Any) -> int:
-        seq = next(self._seq)
-        heapq.heappush(self._queue, (time, kind, seq, node, self._incarnation.get(node, 0),
-                                     payload))
+        seq = self._seq = self._seq + 1
+        if not self._exploring:
+            heapq.heappush(self._queue, (time, kind, seq, node, self._incarnation.get(node, 0),
+                                         payload))
         return seq
+
+    def _requeue(self) -> None:
+        """Rebuild the event queue from what is pending (after kvlab.explore drove the
+        cluster event by event): messages, timers and flushes, in a deterministic order."""
+        self._queue = []
+        self._exploring = False
+        t = self.now + 1
+        for env in sorted(self.network.in_flight.values(), key=lambda e: e.id):
+            self._schedule(t, _MSG, env.dst, env.id)
+        for (node, key) in sorted(self._timers, key=lambda k: (str(k[0]), repr(k[1]))):
+            self._timers[(node, key)] = self._schedule(t, _TIMER, node, key)
+        for node in self.ids:
+            if self._flush_due[node]:
+                self._schedule(t, _FLUSH, node, None)
 
     def _step(self) -> bool:
         q = self._queue
@@ -627,6 +678,8 @@ class Cluster:
                 self.now = max(self.now, time)
                 self._fire(node, payload)
             else:
+                if not self._flush_due[node]:
+                    continue  # flushed early (cluster.flush) or by a checkpoint
                 self.now = max(self.now, time)
                 self._flush(node)
             self._after_event()
@@ -687,7 +740,10 @@ class Cluster:
                                "kind": m.kind, "tx": m.tx, "due": copy.due, "reason": reason})
 
     def _send(self, msg: Any) -> None:
-        first, *copies = self.network.send(msg, self.now)
+        sent = self.network.send(msg, self.now)
+        if not sent:  # merged with an identical message in flight (kvlab.explore's network)
+            return
+        first, *copies = sent
         self._trace_msg("send", first)
         self._schedule(first.due, _MSG, msg.dst, first.id)
         for copy in copies:

@@ -120,6 +120,12 @@ class Outbox:
     def clear(self) -> None:
         self.held.clear()
 
+    def fingerprint(self) -> tuple:
+        """What the held outputs will do once released (for kvlab.explore)."""
+        return tuple((tuple(m.key() for m in o.messages), tuple(k for k, _ in o.timers),
+                      tuple((r.call, repr(r.value), repr(r.error)) for r in o.replies),
+                      tuple(o.watch)) for o in self.held)
+
     @property
     def waiting(self) -> bool:
         return bool(self.held)

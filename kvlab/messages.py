@@ -23,6 +23,16 @@ KINDS = (TS_REQUEST, TS_REPLY, READ, READ_REPLY, PREPARE, VOTE_YES, VOTE_NO, COM
 TSO = "tso"  # network address of the timestamp oracle
 
 
+def freeze(value: Any) -> Any:
+    """A hashable, order-independent stand-in for a JSON-like value (for fingerprints)."""
+    t = type(value)
+    if t is dict:
+        return ("{", tuple(sorted((k, freeze(v)) for k, v in value.items())))
+    if t is list or t is tuple:
+        return ("[", tuple(freeze(v) for v in value))
+    return value
+
+
 class Message(NamedTuple):
     """A message between two addresses; ``body`` holds kind-specific fields (JSON-able).
 
@@ -38,6 +48,10 @@ class Message(NamedTuple):
     def label(self) -> str:
         """Short text for diagrams: ``PREPARE T5``."""
         return f"{self.kind} {self.tx}" if self.tx else self.kind
+
+    def key(self) -> tuple:
+        """Everything that identifies this message's effect (for the explorer's fingerprints)."""
+        return (self.src, self.dst, self.kind, self.tx, freeze(self.body))
 
     def to_dict(self) -> dict[str, Any]:
         return {"src": self.src, "dst": self.dst, "kind": self.kind, "tx": self.tx,

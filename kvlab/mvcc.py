@@ -15,6 +15,8 @@ from bisect import bisect_right
 from dataclasses import dataclass
 from typing import Any
 
+from kvlab.messages import freeze
+
 
 @dataclass(slots=True)
 class Version:
@@ -182,6 +184,27 @@ class Store:
         with a faulty disk would. Never called by the protocol; the audit must notice it."""
         self._ts_index[key].pop()
         return self.chains[key].pop()
+
+    # -- snapshots for kvlab.explore ------------------------------------------------------
+    def clone(self) -> Store:
+        """An independent copy (versions and locks are never mutated, so they are shared)."""
+        s = Store.__new__(Store)
+        s.chains = {k: list(c) for k, c in self.chains.items()}
+        s._ts_index = {k: list(t) for k, t in self._ts_index.items()}
+        s.write_locks = dict(self.write_locks)
+        s.read_locks = {k: dict(h) for k, h in self.read_locks.items()}
+        s.watermark = self.watermark
+        s._collectable = dict(self._collectable)
+        return s
+
+    def fingerprint(self) -> tuple:
+        """Everything here that can influence the future (see kvlab.explore)."""
+        return (
+            tuple(sorted((k, tuple((v.commit_ts, freeze(v.value), v.writer, v.deleted)
+                                   for v in c)) for k, c in self.chains.items())),
+            tuple(sorted((k, lk.tx, lk.start_ts) for k, lk in self.write_locks.items())),
+            tuple(sorted((k, tuple(sorted(h))) for k, h in self.read_locks.items())),
+            self.watermark)
 
     # -- inspection and checkpoints ------------------------------------------------------
     def version_count(self) -> int:

@@ -24,6 +24,12 @@ class Envelope:
     msg: Message
     sent_at: int
     due: int
+    _key: Any = None  # the message's fingerprint, computed once (kvlab.explore)
+
+    def key(self) -> tuple:
+        if self._key is None:
+            self._key = self.msg.key()
+        return self._key
 
     @property
     def kind(self) -> str:
@@ -74,9 +80,17 @@ class Network:
         self.in_flight: dict[int, Envelope] = {}
         self.groups: dict[Any, int] = {}  # node -> partition group; empty = fully connected
         self._next_id = 1
+        # kvlab.explore's network: a message identical to one already in flight is merged
+        # with it (delivered once); the duplicates budget explores both copies arriving
+        self.merge_identical = False
 
     def send(self, msg: Message, now: int) -> list[Envelope]:
-        """Put ``msg`` in flight; with the duplication rate, a second copy travels too."""
+        """Put ``msg`` in flight; with the duplication rate, a second copy travels too.
+        (Merged with an identical message in flight, when ``merge_identical``: no envelope.)"""
+        if self.merge_identical:
+            key = msg.key()
+            if any(e.key() == key for e in self.in_flight.values()):
+                return []
         sent = [self._carry(msg, now)]
         if self.duplicate_rate > 0.0 and self.rng.random() < self.duplicate_rate:
             sent.append(self._carry(msg, now))

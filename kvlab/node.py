@@ -482,6 +482,29 @@ class NodeCore:
                 return f"{tx.id} is in {tx.state}, waiting for votes from {missing}"
         return "the call is waiting for messages that cannot be delivered"
 
+    # -- snapshots for kvlab.explore ------------------------------------------------------
+    def clone(self) -> NodeCore:
+        """An independent copy of this node's volatile state (far cheaper than deepcopy)."""
+        n = NodeCore.__new__(NodeCore)
+        n.id, n.config, n.nodes = self.id, self.config, self.nodes
+        n.store = self.store.clone()
+        n.coordinator = self.coordinator.clone()
+        n.participant = self.participant.clone(n.store)
+        n.waiting = list(self.waiting)  # _Waiting entries are never changed once made
+        n._begins = {c: list(v) for c, v in self._begins.items()}
+        n._reads = {c: _PendingRead(r.tx, r.key, r.ts, r.attempt) for c, r in self._reads.items()}
+        n.max_ts = self.max_ts
+        return n
+
+    def fingerprint(self) -> tuple:
+        """Everything of this node's volatile state that can influence its future."""
+        return (self.store.fingerprint(), self.coordinator.fingerprint(),
+                self.participant.fingerprint(),
+                tuple((w.key, w.ts, w.tx, w.call, w.requester, w.req) for w in self.waiting),
+                tuple(sorted((c, v[0], v[1]) for c, v in self._begins.items())),
+                tuple(sorted((c, r.tx, r.key, r.ts, r.attempt) for c, r in self._reads.items())),
+                self.max_ts)
+
     # -- checkpoints and recovery ---------------------------------------------------------
     def checkpoint_state(self) -> dict[str, Any]:
         """Durable state only: versions, prepared transactions, undecided commits, outcomes."""

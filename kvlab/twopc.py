@@ -56,6 +56,7 @@ from kvlab.messages import (
     VOTE_NO,
     VOTE_YES,
     Message,
+    freeze,
 )
 from kvlab.mvcc import Store
 
@@ -177,6 +178,20 @@ class CoordTx:
     call: int | None = None  # the client call waiting for the outcome
     attempt: int = 0
 
+    def clone(self) -> CoordTx:
+        done = self.state in (COMMITTED, ABORTED)  # finished: its working sets are _DONE
+        return CoordTx(self.id, self.start_ts, self.isolation, self.state,
+                       self.writes if done else dict(self.writes),
+                       self.reads if done else dict(self.reads), self.participants,
+                       self.votes if done else dict(self.votes),
+                       self.acked if done else dict(self.acked), self.commit_ts, self.reason,
+                       self.call, self.attempt)
+
+    def fingerprint(self) -> tuple:
+        return (self.id, self.start_ts, self.isolation, self.state, freeze(self.writes),
+                tuple(self.reads), tuple(self.participants), tuple(sorted(self.votes)),
+                tuple(sorted(self.acked)), self.commit_ts, self.call, self.attempt)
+
 
 class Coordinator:
     """Drives the transactions that began on this node through 2PC."""
@@ -189,6 +204,22 @@ class Coordinator:
         self.undecided: dict[str, CoordTx] = {}  # index of txs in UNDECIDED states
         self.finished: dict[str, None] = {}  # finished txs, oldest first (forgotten in turn)
         self.parked: dict[Any, dict[str, None]] = {}  # peer -> COMMITTING txs waiting for it
+
+    def clone(self) -> Coordinator:
+        c = Coordinator.__new__(Coordinator)
+        c.node_id, c.timing, c.rules = self.node_id, self.timing, self.rules
+        c.txs = {k: t.clone() for k, t in self.txs.items()}
+        c.undecided = {k: c.txs[k] for k in self.undecided}
+        c.finished = dict(self.finished)
+        c.parked = {p: dict(t) for p, t in self.parked.items()}
+        return c
+
+    def fingerprint(self) -> tuple:
+        # the order transactions finished in decides which are forgotten first, which can only
+        # matter once this node has more transactions than it keeps outcomes for
+        return (tuple(sorted(t.fingerprint() for t in self.txs.values())),
+                tuple(self.finished) if len(self.txs) >= self.timing.keep_outcomes else (),
+                tuple(sorted((p, tuple(sorted(t))) for p, t in self.parked.items() if t)))
 
     def _move(self, out: Outputs, tx: CoordTx, event: str) -> None:
         if tx.state == INIT:  # a record being created: begin() or recovery
@@ -402,6 +433,15 @@ class PartTx:
     attempt: int = 0
     participants: Sequence[Any] = ()  # everyone the PREPARE named
 
+    def clone(self) -> PartTx:
+        return PartTx(self.id, self.coordinator, self.start_ts, dict(self.writes), self.reads,
+                      self.state, self.commit_ts, self.attempt, self.participants)
+
+    def fingerprint(self) -> tuple:
+        return (self.id, self.coordinator, self.start_ts, freeze(self.writes),
+                tuple(self.reads), self.state, self.commit_ts, self.attempt,
+                tuple(self.participants))
+
 
 class Participant:
     """Validates, locks, and applies one node's share of each transaction."""
@@ -416,6 +456,22 @@ class Participant:
         self.parked: dict[Any, dict[str, None]] = {}  # coordinator -> in-doubt txs waiting
         self.horizon = 0  # finished txs that started below it are forgotten (see module doc)
         self._done: list[tuple[int, str]] = []  # heap of finished txs by start timestamp
+
+    def clone(self, store: Store) -> Participant:
+        p = Participant.__new__(Participant)
+        p.node_id, p.store, p.timing, p.rules = self.node_id, store, self.timing, self.rules
+        p.txs = {k: t.clone() for k, t in self.txs.items()}
+        p.holding = {k: p.txs[k] for k in self.holding}
+        p.parked = {c: dict(t) for c, t in self.parked.items()}
+        p.horizon = self.horizon
+        p._done = list(self._done)
+        return p
+
+    def fingerprint(self) -> tuple:
+        # _done only orders forgetting, which the horizon and the states already determine
+        return (tuple(sorted(t.fingerprint() for t in self.txs.values())),
+                tuple(sorted((c, tuple(sorted(t))) for c, t in self.parked.items() if t)),
+                self.horizon)
 
     def _move(self, out: Outputs, tx: PartTx, event: str) -> None:
         old = tx.state

@@ -156,6 +156,12 @@ class MemoryDisk:
     def append(self, frame: bytes) -> None:
         self.pending += frame
 
+    def clone(self) -> MemoryDisk:
+        d = MemoryDisk()
+        d.durable, d.pending = bytearray(self.durable), bytearray(self.pending)
+        d.checkpoint_blob, d.fsyncs = self.checkpoint_blob, self.fsyncs
+        return d
+
     def flush(self) -> None:
         self.durable += self.pending
         self.pending.clear()
@@ -259,6 +265,24 @@ class Wal:
         self.unflushed: list[LogRecord] = []  # kept for the WAL view and the crash lesson
         self._sizes: list[int] = []  # frame size of each unflushed record
         self.since_checkpoint = 0
+
+    def clone(self) -> Wal:
+        """An independent copy (memory disks only: a file cannot be forked)."""
+        if not isinstance(self.disk, MemoryDisk):
+            raise TypeError("only a Wal on a MemoryDisk can be cloned")
+        w = Wal.__new__(Wal)
+        w.disk, w.name = self.disk.clone(), self.name
+        w.next_lsn, w.flushed_lsn, w.forced_lsn = self.next_lsn, self.flushed_lsn, self.forced_lsn
+        w.unflushed, w._sizes = list(self.unflushed), list(self._sizes)
+        w.since_checkpoint = self.since_checkpoint
+        return w
+
+    def fingerprint(self) -> tuple:
+        """What recovery would read (durable bytes, checkpoint) and what is still unflushed."""
+        d = self.disk
+        return (hash(bytes(d.durable)), hash(d.checkpoint_blob), self.flushed_lsn,
+                self.forced_lsn, self.next_lsn, len(self.unflushed) and hash(bytes(d.pending)),
+                self.since_checkpoint)
 
     def append(self, type_: str, data: dict[str, Any], force: bool = False) -> LogRecord:
         return self.append_all([(type_, data, force)])[0]

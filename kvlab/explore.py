@@ -1,0 +1,620 @@
+"""A model checker: search every schedule of a small cluster, and show the shortest that breaks it.
+
+>>> from kvlab import explore
+>>> r = explore.search(setup, crashes=1)          # doctest: +SKIP
+>>> r.status, r.states, r.violation              # doctest: +SKIP
+
+``setup()`` is any function that returns a :class:`kvlab.Cluster` with work in flight (say two
+``commit_async`` calls). From that state the search tries, at every state, **every** choice:
+
+* deliver any message in flight, in any order (to a node, or to the timestamp oracle);
+* run any node's due log flush (an fsync completing);
+* fire any set timer early: a node cannot tell a slow peer from a dead one, so every timeout
+  (vote, decision, retry, the failure detector's peer-up) may fire at any moment;
+* within the fault budgets: crash any up node (``torn`` too, if it has an unflushed tail),
+  restart any crashed node, drop or duplicate any message in flight.
+
+**Why that is enough.** Nodes are deterministic state machines that change only when one of
+these events happens to them, and the simulated network has no other behaviour: latency only
+orders deliveries (every order is tried), loss is a drop, reordering is a delivery order,
+duplication is a duplicate, and timeouts are timers fired early. So every run the simulator can
+produce with those faults is one of the searched schedules. **What it leaves out**: partitions
+as a choice (a partition is drops in both directions; ``setup`` may partition the cluster), the
+random faults of ``Cluster(loss=..., duplicate=...)`` (the budgets replace them), periodic
+garbage collection and checkpoints (collection still runs after each restart), new client calls
+(only what ``setup`` started runs), and anything beyond the budgets.
+
+**States** are deduplicated by a fingerprint of everything that can influence the future: each
+live node's volatile state (store, locks, coordinator and participant records, retry counters,
+parked reads), each node's log (durable bytes, checkpoint, unflushed records), the outputs held
+back until a flush, the multiset of messages in flight, the set timers, due flushes, crashed
+nodes, the failure detector's watches, the oracle's counter, the outcomes reported to clients,
+and the budgets left. It leaves out what cannot: the trace and history contents, message ids,
+timer sequence numbers and every absolute time (choices ignore time), and the order of sends
+(any delivery order is tried anyway). Two schedules that reach the same fingerprint therefore
+have the same set of futures, up to renaming message ids, so exploring one is enough. Hashes
+are 64-bit: with a million states the chance of any collision is below one in ten million.
+
+Snapshots are cheap: nodes are copied on write (a choice changes one node, a restart all of
+them), and each node's part of the fingerprint is computed once per copy.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from kvlab.audit import audit
+from kvlab.checker import check
+from kvlab.cluster import Cluster
+from kvlab.effects import Outbox
+from kvlab.errors import KvlabError
+from kvlab.messages import TSO
+from kvlab.twopc import ABORTED, AWAIT_TS, COMMITTING, IN_DOUBT, PREPARED, PREPARING
+from kvlab.wal import TornTailWarning
+
+Invariant = Callable[[Cluster], "str | None"]
+_BIG = 10**18
+_LEVEL_ORDER = ("read_committed", "snapshot", "serializable")
+
+
+class ExploreError(KvlabError):
+    """The search cannot run as asked (e.g. setup did not return an in-memory Cluster)."""
+
+
+# -- choices and schedules -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Choice:
+    """One step of a schedule: what happened, to which message or node."""
+
+    kind: str  # "deliver" | "drop" | "duplicate" | "flush" | "fire" | "crash" | "restart"
+    node: Any = None
+    msg: int | None = None
+    key: tuple | None = None
+    torn: bool = False
+    label: str = ""
+
+    def __str__(self) -> str:
+        return self.label
+
+    def apply(self, c: Cluster) -> None:
+        """Make this choice on ``c`` through the public API."""
+        k = self.kind
+        if k == "deliver":
+            c.deliver(self.msg)
+        elif k == "drop":
+            c.drop(self.msg)
+        elif k == "duplicate":
+            c.duplicate(self.msg)
+        elif k == "flush":
+            c.flush(self.node)
+        elif k == "fire":
+            c.fire(self.node, self.key)
+        elif k == "crash":
+            c.crash(self.node, torn=self.torn)
+        elif k == "restart":
+            c.restart(self.node)
+        else:
+            raise ExploreError(f"unknown choice kind {k!r}")
+
+
+class Schedule(list):
+    """The choices from ``setup()``'s state to a state, one per line when printed."""
+
+    def __str__(self) -> str:
+        if not self:
+            return "(the state setup() returned)"
+        return "\n".join(f"{i:>3}. {c}" for i, c in enumerate(self, 1))
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        p.text(str(self))
+
+
+def _msg_label(verb: str, env: Any) -> str:
+    m = env.msg
+    return f"{verb} #{env.id} {m.src}->{m.dst} {m.kind}" + (f" {m.tx}" if m.tx else "")
+
+
+# -- results ---------------------------------------------------------------------------------------
+@dataclass
+class Result:
+    """What a search found. ``replay()`` rebuilds the cluster at the end of ``schedule``."""
+
+    status: str  # "exhausted" | "violation" | "limit"
+    states: int
+    depth: int
+    elapsed: float
+    violation: str | None = None
+    schedule: Schedule = field(default_factory=Schedule)
+    transitions: int = 0
+    terminal: int = 0
+    setup: Callable[[], Cluster] | None = field(default=None, repr=False)
+
+    @property
+    def rate(self) -> float:
+        """Distinct states per second."""
+        return self.states / self.elapsed if self.elapsed > 0 else 0.0
+
+    def replay(self) -> Cluster:
+        """A cluster in the state the schedule leads to, trace and history intact."""
+        if self.setup is None:
+            raise ExploreError("this result has no setup to replay from")
+        return replay(self.setup, self.schedule)
+
+    def __str__(self) -> str:
+        head = (f"{self.status}: {self.states:,} states, depth {self.depth}, "
+                f"{self.elapsed:.1f} s ({self.rate:,.0f} states/s)")
+        if self.violation:
+            head += f"\nviolation: {self.violation}\nschedule ({len(self.schedule)} steps):\n" \
+                    f"{self.schedule}"
+        return head
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        p.text(str(self))
+
+
+# -- the explorer's view of a cluster --------------------------------------------------------------
+def _prepare(c: Any) -> Cluster:
+    """Switch a setup's cluster to exploration: every event is chosen, nothing is random."""
+    if not isinstance(c, Cluster):
+        raise ExploreError(f"setup() must return a kvlab.Cluster, got {type(c).__name__}")
+    if c.data_dir is not None:
+        raise ExploreError("explore needs in-memory disks: build the cluster without data_dir")
+    if c.history is None:
+        raise ExploreError("explore needs the history (what clients were told): history=True")
+    c.gc_every = c.checkpoint_every = _BIG  # no periodic GC or checkpoints (see module doc)
+    c.network.loss = c.network.duplicate_rate = 0.0  # faults come from the budgets
+    c.network.merge_identical = True  # multiplicity is what the duplicates budget explores
+    return c
+
+
+def replay(setup: Callable[[], Cluster], schedule: Iterable[Choice]) -> Cluster:
+    """Run ``setup()`` again and make the schedule's choices through the public API: by
+    determinism the same state, with its trace and history, for :mod:`kvlab.viz`."""
+    c = _prepare(setup())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TornTailWarning)
+        for i, choice in enumerate(schedule, 1):
+            _replay_one(c, i, choice)
+    return c
+
+
+def _replay_one(c: Cluster, i: int, choice: Choice) -> None:
+    if choice.msg is not None:
+        env = c.network.in_flight.get(choice.msg)
+        if env is None or _msg_label(choice.kind, env) != choice.label:
+            raise ExploreError(f"step {i} ({choice}) does not match this cluster: setup() "
+                               f"must build the same cluster every time (fixed seed, same "
+                               f"calls)")
+    choice.apply(c)
+
+
+class _NodeSnap:
+    """One node's part of a state: shared by every state in which the node did not change."""
+
+    __slots__ = ("core", "wal", "outbox", "flush_due", "watches", "incarnation", "fp")
+
+    def __init__(self, c: Cluster, n: Any) -> None:
+        self.core = c._cores[n]
+        self.wal = c._wals[n]
+        self.outbox = c._outbox[n]
+        self.flush_due = c._flush_due[n]
+        self.watches = frozenset(c._watches[n])
+        self.incarnation = c._incarnation[n]
+        core = self.core
+        self.fp = hash((core.fingerprint() if core is not None else None,
+                        self.wal.fingerprint(), self.outbox.fingerprint(), self.flush_due,
+                        tuple(sorted(self.watches, key=str))))
+
+    def install(self, c: Cluster, n: Any, copy: bool) -> None:
+        if copy:
+            wal = self.wal.clone()
+            outbox = Outbox(wal)
+            outbox.held = list(self.outbox.held)
+            c._cores[n] = self.core.clone() if self.core is not None else None
+            c._wals[n], c._outbox[n] = wal, outbox
+        else:
+            c._cores[n], c._wals[n], c._outbox[n] = self.core, self.wal, self.outbox
+        c._flush_due[n] = self.flush_due
+        c._watches[n] = set(self.watches)
+        c._incarnation[n] = self.incarnation
+
+
+class _Snap:
+    """A whole state: node parts plus the cluster-level rest, and its fingerprint."""
+
+    __slots__ = ("nodes", "in_flight", "groups", "next_id", "timers", "tso", "now", "seq",
+                 "commits", "handles", "history", "replies", "budgets", "fp")
+
+    def __init__(self, c: Cluster, nodes: dict[Any, _NodeSnap], budgets: tuple[int, ...],
+                 history: Iterable[Any]) -> None:
+        self.nodes = nodes
+        net = c.network
+        self.in_flight = dict(net.in_flight)
+        self.groups = dict(net.groups)
+        self.next_id = net._next_id
+        self.timers = dict(c._timers)
+        self.tso = (c.tso.last, c.tso.limit)
+        self.now, self.seq = c.now, c._seq
+        self.commits = dict(c._commit_calls)
+        self.handles = tuple((h, h._result, h.reason, h.commit_ts)
+                             for _, _, h in self.commits.values())
+        self.history = tuple((t, t.status, t.commit_ts, t.reason) for t in history)
+        self.replies = dict(c._replies)
+        self.budgets = budgets
+        told = tuple(sorted((t.id, status) for t, status, _, _ in self.history
+                            if status != "active"))
+        self.fp = hash((tuple(ns.fp for ns in nodes.values()),
+                        frozenset(Counter(e.key() for e in self.in_flight.values()).items()),
+                        frozenset(self.timers), tuple(sorted(self.groups.items(), key=str)),
+                        self.tso[0], told, tuple(sorted(self.commits)), budgets))
+
+    def install(self, c: Cluster, copy: Iterable[Any] = ()) -> None:
+        copy = set(copy)
+        for n, ns in self.nodes.items():
+            ns.install(c, n, n in copy)
+        net = c.network
+        net.in_flight = dict(self.in_flight)
+        net.groups = dict(self.groups)
+        net._next_id = self.next_id
+        c._timers = dict(self.timers)
+        c.tso.last, c.tso.limit = self.tso
+        c.now, c._seq = self.now, self.seq
+        c._commit_calls = dict(self.commits)
+        for h, result, reason, ts in self.handles:
+            h._result, h.reason, h.commit_ts = result, reason, ts
+        for t, status, ts, reason in self.history:
+            t.status, t.commit_ts, t.reason = status, ts, reason
+        c._replies = dict(self.replies)
+
+
+# -- invariants ------------------------------------------------------------------------------------
+def _told(c: Cluster) -> dict[str, Any]:
+    """Transactions whose client was told "committed", with their history records."""
+    return {t.id: t for t in c.history if t.status == "committed"}
+
+
+def _present(core: Any, node: Any, txn: Any) -> str | None:
+    """Why committed ``txn``'s writes are missing on ``node``, or None if they are there
+    (or superseded by newer versions, or still to be applied: prepared there)."""
+    ptx = core.participant.txs.get(txn.id)
+    if ptx is not None and ptx.state in (PREPARED, IN_DOUBT):
+        return None
+    for op in txn.writes:
+        if not core.stores(node, op.key):
+            continue
+        chain = core.store.chains.get(op.key)
+        if not chain:
+            if op.deleted:
+                continue  # a collected tombstone
+            return f"its write to {op.key!r} is missing on {node}"
+        if not any(v.writer == txn.id for v in chain) and not (
+                txn.commit_ts is not None and chain[-1].commit_ts > txn.commit_ts):
+            return f"its write to {op.key!r} is missing on {node}"
+    return None
+
+
+def safety(c: Cluster) -> str | None:
+    """Checked on every state: atomicity on the replicas, and reported commits kept."""
+    applied: dict[str, list[Any]] = {}
+    aborted: dict[str, list[str]] = {}
+    for n in c.ids:
+        core = c._cores[n]
+        if core is None:
+            continue
+        for chain in core.store.chains.values():
+            for v in chain:
+                where = applied.setdefault(v.writer, [])
+                if n not in where:
+                    where.append(n)
+        for t in core.participant.txs.values():
+            if t.state == ABORTED:
+                aborted.setdefault(t.id, []).append(f"{n} (participant)")
+        for t in core.coordinator.txs.values():
+            if t.state == ABORTED:
+                aborted.setdefault(t.id, []).append(f"{n} (coordinator)")
+    for tx, nodes in applied.items():
+        if tx in aborted:
+            return (f"{tx}'s writes are applied on {', '.join(map(str, nodes))} but {tx} "
+                    f"aborted on {', '.join(aborted[tx])}: atomicity broken")
+    for tx, txn in _told(c).items():
+        if tx in aborted:
+            return (f"the client was told {tx} committed, but it aborted on "
+                    f"{', '.join(aborted[tx])}")
+        for n in c.ids:
+            core = c._cores[n]
+            if core is not None:
+                why = _present(core, n, txn)
+                if why:
+                    return f"the client was told {tx} committed, but {why}"
+    return None
+
+
+def finished(c: Cluster) -> str | None:
+    """Checked at the end of every schedule, once every node is up and the run is quiet."""
+    for n in c.ids:
+        core = c._cores[n]
+        for t in core.participant.in_doubt():
+            return f"{t.id} is still {t.state} on {n} with every node up: it never decided"
+        for t in core.coordinator.txs.values():
+            if t.state in (PREPARING, AWAIT_TS, COMMITTING):
+                return f"{n}'s coordinator still has {t.id} in {t.state} with every node up"
+        if core.store.write_locks or core.store.read_locks:
+            key = next(iter(core.store.write_locks or core.store.read_locks))
+            return f"{n} still holds a lock on {key!r} with every node up"
+    report = audit(c)
+    if not report:
+        return "; ".join(report.problems)
+    for tx, txn in _told(c).items():
+        for n in c.ids:
+            why = _present(c._cores[n], n, txn)
+            if why:
+                return f"the client was told {tx} committed, but {why}"
+    levels = {t.isolation for t in c.history}
+    if levels:
+        level = min(levels, key=_LEVEL_ORDER.index)
+        rep = check(c.history, level=level)
+        if not rep.ok:
+            a = rep.anomalies[0]
+            return f"the history is not {level}: {a.name}: {a.explanation}"
+    return None
+
+
+# -- the search ------------------------------------------------------------------------------------
+class _Search:
+    def __init__(self, setup: Callable[[], Cluster], budgets: dict[str, int],
+                 invariants: list[Invariant], end_invariants: list[Invariant]) -> None:
+        self.setup = setup
+        self.c = _prepare(setup())
+        self.c.trace.enabled = False
+        self.c._calls.journal = None
+        self.c._exploring = True
+        self.c._queue = []
+        self.history = list(self.c.history)
+        self.invariants = invariants
+        self.end_invariants = end_invariants
+        self.names = ("crashes", "drops", "duplicates", "timeouts")
+        self.root = self.snap({n: _NodeSnap(self.c, n) for n in self.c.ids},
+                              tuple(budgets[k] for k in self.names))
+
+    def snap(self, nodes: dict[Any, _NodeSnap], budgets: tuple[int, ...]) -> _Snap:
+        return _Snap(self.c, nodes, budgets, self.history)
+
+    def choices(self, s: _Snap) -> list[tuple[Choice, tuple[int, ...], tuple[Any, ...]]]:
+        """Every choice at state ``s``: (choice, budgets after it, nodes it may change)."""
+        c = self.c
+        crashes, drops, dups, early = s.budgets
+        quiet = not s.in_flight and not any(ns.flush_due for ns in s.nodes.values())
+        out = []
+        for env in sorted(s.in_flight.values(), key=lambda e: e.id):
+            dst = env.msg.dst
+            touched = () if dst == TSO or s.nodes[dst].core is None else (dst,)
+            out.append((Choice("deliver", msg=env.id, label=_msg_label("deliver", env)),
+                        s.budgets, touched))
+            if drops:
+                out.append((Choice("drop", msg=env.id, label=_msg_label("drop", env)),
+                            (crashes, drops - 1, dups, early), ()))
+            if dups:
+                out.append((Choice("duplicate", msg=env.id, label=_msg_label("duplicate", env)),
+                            (crashes, drops, dups - 1, early), ()))
+        # timers and restarts: free once the network is quiet, else they spend "early"
+        later = s.budgets if quiet else (crashes, drops, dups, early - 1)
+        if not quiet and not early:
+            later = None
+        for n, ns in s.nodes.items():
+            if ns.flush_due:
+                out.append((Choice("flush", node=n, label=f"flush {n}'s log"), s.budgets, (n,)))
+        for node, key in sorted(s.timers, key=lambda k: (str(k[0]), repr(k[1]))) \
+                if later is not None else ():
+            label = f"fire {node}'s timer {' '.join(map(str, key))}" + (
+                "" if quiet else " (early)")
+            out.append((Choice("fire", node=node, key=key, label=label), later, (node,)))
+        for n, ns in s.nodes.items():
+            if ns.core is None:
+                if later is not None:
+                    out.append((Choice("restart", node=n, label=f"restart {n}" + (
+                        "" if quiet else " (early)")), later, tuple(c.ids)))
+            elif crashes:
+                after = (crashes - 1, drops, dups, early)
+                out.append((Choice("crash", node=n, label=f"crash {n}"), after, (n,)))
+                if ns.wal.unflushed:
+                    out.append((Choice("crash", node=n, torn=True,
+                                       label=f"crash {n} (torn write)"), after, (n,)))
+        return out
+
+    def expand(self, s: _Snap, choice: Choice, budgets: tuple[int, ...],
+               touched: tuple[Any, ...]) -> tuple[_Snap | None, str | None]:
+        """Apply ``choice`` at ``s``: the new state, and a violation if one shows."""
+        c = self.c
+        s.install(c, touched)
+        try:
+            _apply_fast(c, choice)
+        except Exception as e:  # noqa: BLE001 - any exception escaping a handler is a finding
+            return None, f"{type(e).__name__} raised by {choice}: {e}"
+        nodes = dict(s.nodes)
+        for n in touched:
+            nodes[n] = _NodeSnap(c, n)
+        return self.snap(nodes, budgets), None
+
+    def check(self) -> str | None:
+        for inv in self.invariants:
+            why = inv(self.c)
+            if why:
+                return why
+        return None
+
+    def terminal(self, s: _Snap) -> bool:
+        return not s.in_flight and not s.timers and not any(
+            ns.flush_due for ns in s.nodes.values())
+
+    def end_check(self, s: _Snap) -> str | None:
+        """Restart every crashed node, run to quiet, and check the end invariants."""
+        c = self.c
+        s.install(c, c.ids)
+        c._requeue()
+        try:
+            for n in c.ids:
+                if c._cores[n] is None:
+                    c.restart(n)
+            c.run(max_steps=100_000)
+            for inv in self.end_invariants:
+                why = inv(c)
+                if why:
+                    return f"after restarting every node and running to quiet: {why}"
+            return None
+        except Exception as e:  # noqa: BLE001
+            return f"after restarting every node and running: {type(e).__name__}: {e}"
+        finally:
+            c._exploring = True
+            c._queue = []
+
+
+def _apply_fast(c: Cluster, choice: Choice) -> None:
+    """A choice without the public layer's bookkeeping (the search calls this a great many
+    times; :func:`replay` uses :meth:`Choice.apply`, which does the same through the API)."""
+    k = choice.kind
+    if k == "deliver":
+        c._arrive(c._take(choice.msg))
+    elif k == "fire":
+        c._fire(choice.node, choice.key)
+    elif k == "flush":
+        c._flush(choice.node)
+    else:
+        choice.apply(c)
+
+
+def search(setup: Callable[[], Cluster], crashes: int = 1, drops: int = 0,
+           duplicates: int = 0, max_states: int | None = None,
+           time_limit: float | None = None, invariants: Iterable[Invariant] | None = None,
+           strategy: str = "bfs", max_depth: int | None = None,
+           end_invariants: Iterable[Invariant] | None = None,
+           progress: bool | None = None, timeouts: int = 1) -> Result:
+    """Search every schedule from ``setup()``'s state within the fault budgets.
+
+    ``invariants`` are extra callables ``invariant(cluster) -> str | None`` checked on every
+    state (None: it holds), after the default :func:`safety`; ``end_invariants`` are checked
+    at the end of every schedule (every crashed node restarted, run to quiet) after the
+    default :func:`finished`. ``strategy``: ``"bfs"`` (the violation found has the shortest
+    schedule) or ``"dfs"``. Stops at a violation, when everything reachable was visited
+    ("exhausted"), or at ``max_states`` / ``time_limit`` seconds / ``max_depth`` / Ctrl-C
+    ("limit", with what was found so far). ``progress``: a tqdm bar (default: on for searches
+    that run longer than a second or two).
+    """
+    for name, v in (("crashes", crashes), ("drops", drops), ("duplicates", duplicates),
+                    ("timeouts", timeouts)):
+        if type(v) is not int or v < 0:
+            raise ExploreError(f"{name} is a budget: a whole number >= 0, got {v!r}")
+    if strategy not in ("bfs", "dfs"):
+        raise ExploreError(f"strategy is 'bfs' or 'dfs', got {strategy!r}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TornTailWarning)  # torn tails are part of the search
+        return _run(setup, {"crashes": crashes, "drops": drops, "duplicates": duplicates,
+                            "timeouts": timeouts},
+                    [safety, *(invariants or ())], [finished, *(end_invariants or ())],
+                    max_states, time_limit, strategy, max_depth, progress)
+
+
+def _run(setup: Callable[[], Cluster], budgets: dict[str, int], invariants: list[Invariant],
+         end_invariants: list[Invariant], max_states: int | None, time_limit: float | None,
+         strategy: str, max_depth: int | None, progress: bool | None) -> Result:
+    s = _Search(setup, budgets, invariants, end_invariants)
+    start = time.perf_counter()
+    root = s.root
+    parents: dict[int, tuple[int, Choice] | None] = {root.fp: None}
+    frontier: deque[tuple[_Snap, int]] = deque([(root, 0)])
+    pop = frontier.popleft if strategy == "bfs" else frontier.pop
+    transitions = terminal = depth_seen = 0
+    status, violation, at = "exhausted", None, None
+    bar = _Progress(progress)
+
+    def schedule_to(fp: int, last: Choice | None = None) -> Schedule:
+        steps = [last] if last is not None else []
+        link = parents[fp]
+        while link is not None:
+            fp, choice = link
+            steps.append(choice)
+            link = parents[fp]
+        return Schedule(reversed(steps))
+
+    s.root.install(s.c)
+    violation = s.check()
+    if violation:
+        return Result("violation", 1, 0, time.perf_counter() - start, violation, Schedule(),
+                      setup=setup)
+    try:
+        while frontier:
+            state, depth = pop()
+            depth_seen = max(depth_seen, depth)
+            if s.terminal(state):
+                terminal += 1
+                why = s.end_check(state)
+                if why:
+                    status, violation, at = "violation", why, schedule_to(state.fp)
+                    break
+                continue
+            if max_depth is not None and depth >= max_depth:
+                status = "limit"
+                continue
+            for choice, budgets, touched in s.choices(state):
+                transitions += 1
+                child, why = s.expand(state, choice, budgets, touched)
+                if why is None:
+                    if child.fp in parents:
+                        continue
+                    parents[child.fp] = (state.fp, choice)
+                    why = s.check()
+                    if why is None:
+                        frontier.append((child, depth + 1))
+                        continue
+                status, violation = "violation", why
+                at = schedule_to(state.fp, choice)
+                break
+            if violation:
+                break
+            bar.update(len(parents), depth_seen, start)
+            if (max_states is not None and len(parents) >= max_states) or (
+                    time_limit is not None and time.perf_counter() - start > time_limit):
+                status = "limit"
+                break
+    except KeyboardInterrupt:
+        status = "limit"
+    finally:
+        bar.close()
+    if status == "violation":
+        depth_seen = len(at)
+    return Result(status, len(parents), depth_seen, time.perf_counter() - start, violation,
+                  at or Schedule(), transitions, terminal, setup)
+
+
+class _Progress:
+    """A tqdm.auto bar, shown once a search has run for a second (or always/never)."""
+
+    def __init__(self, want: bool | None) -> None:
+        self.want, self.bar, self.last = want, None, 0.0
+
+    def update(self, states: int, depth: int, start: float) -> None:
+        now = time.perf_counter()
+        if now - self.last < 0.25 or self.want is False:
+            return
+        self.last = now
+        if self.bar is None:
+            if self.want is None and now - start < 1.0:
+                return
+            from tqdm.auto import tqdm
+            self.bar = tqdm(desc="explore", unit=" states", total=None)
+        self.bar.n = states
+        self.bar.set_postfix(depth=depth, rate=f"{states / (now - start):,.0f}/s",
+                             refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+__all__ = ["search", "replay", "Result", "Schedule", "Choice", "safety", "finished",
+           "ExploreError"]
