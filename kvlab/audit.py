@@ -31,9 +31,13 @@ def audit(cluster: Cluster) -> AuditReport:
     problems: list[str] = []
     down = [n for n in cluster.ids if not cluster.up(n)]
     if down:
-        problems.append(f"restart {', '.join(down)} first: a crashed node cannot be audited")
+        problems.append(f"restart {', '.join(map(str, down))} first: a crashed node cannot be "
+                        f"audited")
     if not cluster.quiet:
         problems.append("messages or timers are still pending: call cluster.run() first")
+    if cluster.history is None:
+        problems.append("the audit compares replicas with the history: create the cluster "
+                        "with history=True (the default)")
     if problems:
         return AuditReport(False, problems)
     latest: dict[str, tuple[int, str, bool]] = {}  # key -> newest committed (ts, writer, del)
@@ -45,7 +49,8 @@ def audit(cluster: Cluster) -> AuditReport:
         if txn.status != "committed" or not txn.writes:
             continue
         checked += 1
-        for op in txn.writes:
+        last = {op.key: op for op in txn.writes}  # a transaction's last write to a key wins
+        for op in last.values():
             if op.key not in latest or latest[op.key][0] < txn.commit_ts:
                 latest[op.key] = (txn.commit_ts, txn.id, op.deleted)
     for n in cluster.ids:

@@ -545,9 +545,13 @@ class Cluster:
                        else "cannot finish: nothing else can happen in the cluster")
                 if call is not None and abandon:
                     self._abandon(node, call)
-                raise SimulationTimeout(
-                    f"{what} on {node} {how}: {why}. Restart crashed nodes or heal the "
-                    f"partition, then try again.")
+                down = [n for n in self.ids if self._cores[n] is None]
+                if down or self.network.groups:
+                    advice = "Restart crashed nodes or heal the partition, then try again."
+                else:
+                    advice = ("Every node is up and connected, so its messages were lost: "
+                              "try again (or lower the loss rate).")
+                raise SimulationTimeout(f"{what} on {node} {how}: {why}. {advice}")
 
     def record_call(self, node: Any, op: str, **data: Any) -> None:
         if self.trace.enabled:
@@ -781,11 +785,12 @@ class Cluster:
                 self._settle(reply.call, reply)
             else:
                 self._replies[reply.call] = reply
-        if out.watch:
+        if out.watch:  # a peer that is reachable now is retried at the capped backoff
+            t = self.config.timing
             self._watches[node].update(out.watch)
-            self._arm_watches(node)
+            self._arm_watches(node, delay=t.retry_interval << t.max_retries)
 
-    def _arm_watches(self, only: Any = None) -> None:
+    def _arm_watches(self, only: Any = None, delay: int = 1) -> None:
         """Tell every watching node whose peer is now up and reachable (a peer-up timer)."""
         for n in self.ids if only is None else [only]:
             peers = self._watches[n]
@@ -795,7 +800,7 @@ class Cluster:
                 if self._cores[p] is not None and self.network.reachable(n, p):
                     peers.discard(p)
                     key = ("peer-up", p)
-                    self._timers[(n, key)] = self._schedule(self.now + 1, _TIMER, n, key)
+                    self._timers[(n, key)] = self._schedule(self.now + delay, _TIMER, n, key)
 
     def _flush(self, node: Any) -> None:
         wal = self._wals[node]

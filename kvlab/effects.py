@@ -53,6 +53,7 @@ class Outputs:
     replies: list[Reply] = field(default_factory=list)
     notes: list[dict[str, Any]] = field(default_factory=list)  # state changes, for the trace
     watch: list[Any] = field(default_factory=list)  # peers to hear about when reachable again
+    fp: Any = None  # kvlab.explore's fingerprint of a held output, once computed
 
     @property
     def force(self) -> bool:
@@ -120,11 +121,18 @@ class Outbox:
     def clear(self) -> None:
         self.held.clear()
 
-    def fingerprint(self) -> tuple:
-        """What the held outputs will do once released (for kvlab.explore)."""
-        return tuple((tuple(m.key() for m in o.messages), tuple(k for k, _ in o.timers),
-                      tuple((r.call, repr(r.value), repr(r.error)) for r in o.replies),
-                      tuple(o.watch)) for o in self.held)
+    def fingerprint(self) -> int:
+        """What the held outputs will do once released, in any order (for kvlab.explore):
+        they are released together by one flush, and messages may arrive in any order.
+        A sum of hashes: the same multiset of outputs, the same number."""
+        total = 0
+        for o in self.held:
+            if o.fp is None:
+                o.fp = hash((tuple(m.key() for m in o.messages), tuple(k for k, _ in o.timers),
+                             tuple((r.call, repr(r.value), repr(r.error)) for r in o.replies),
+                             tuple(o.watch)))
+            total += o.fp
+        return total & 0xFFFFFFFFFFFFFFFF
 
     @property
     def waiting(self) -> bool:

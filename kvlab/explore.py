@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,7 +55,7 @@ from kvlab.effects import Outbox
 from kvlab.errors import KvlabError
 from kvlab.messages import TSO
 from kvlab.twopc import ABORTED, AWAIT_TS, COMMITTING, IN_DOUBT, PREPARED, PREPARING
-from kvlab.wal import TornTailWarning
+from kvlab.wal import _MASK, TornTailWarning, _record_hash
 
 Invariant = Callable[[Cluster], "str | None"]
 _BIG = 10**18
@@ -169,6 +169,9 @@ def _prepare(c: Any) -> Cluster:
     c.gc_every = c.checkpoint_every = _BIG  # no periodic GC or checkpoints (see module doc)
     c.network.loss = c.network.duplicate_rate = 0.0  # faults come from the budgets
     c.network.merge_identical = True  # multiplicity is what the duplicates budget explores
+    for wal in c._wals.values():
+        wal.track = True
+        wal._durable = sum(map(_record_hash, wal.scan().records)) & _MASK
     return c
 
 
@@ -199,16 +202,15 @@ class _NodeSnap:
     __slots__ = ("core", "wal", "outbox", "flush_due", "watches", "incarnation", "fp")
 
     def __init__(self, c: Cluster, n: Any) -> None:
-        self.core = c._cores[n]
+        self.core = core = c._cores[n]
         self.wal = c._wals[n]
         self.outbox = c._outbox[n]
         self.flush_due = c._flush_due[n]
-        self.watches = frozenset(c._watches[n])
+        self.watches = c._watches[n]
         self.incarnation = c._incarnation[n]
-        core = self.core
         self.fp = hash((core.fingerprint() if core is not None else None,
                         self.wal.fingerprint(), self.outbox.fingerprint(), self.flush_due,
-                        tuple(sorted(self.watches, key=str))))
+                        tuple(sorted(self.watches, key=str)) if self.watches else ()))
 
     def install(self, c: Cluster, n: Any, copy: bool) -> None:
         if copy:
@@ -217,21 +219,34 @@ class _NodeSnap:
             outbox.held = list(self.outbox.held)
             c._cores[n] = self.core.clone() if self.core is not None else None
             c._wals[n], c._outbox[n] = wal, outbox
-        else:
+            c._watches[n] = set(self.watches)
+        else:  # the choice does not touch this node: share (nothing will change it)
             c._cores[n], c._wals[n], c._outbox[n] = self.core, self.wal, self.outbox
+            c._watches[n] = self.watches
         c._flush_due[n] = self.flush_due
-        c._watches[n] = set(self.watches)
         c._incarnation[n] = self.incarnation
 
 
+def _fingerprint(c: Cluster, nodes: dict[Any, _NodeSnap], budgets: tuple[int, ...],
+                 history: list[Any]) -> int:
+    """The state's fingerprint, from the live cluster and its node parts (see module doc)."""
+    net = c.network
+    return hash((tuple([ns.fp for ns in nodes.values()]),
+                 sum([e.key_hash() for e in net.in_flight.values()]) & _MASK,
+                 sum(map(hash, c._timers)) & _MASK,
+                 tuple(sorted(net.groups.items(), key=str)) if net.groups else (),
+                 c.tso.last, tuple([(t.id, t.status) for t in history if t.status != "active"]),
+                 tuple(c._commit_calls), budgets))
+
+
 class _Snap:
-    """A whole state: node parts plus the cluster-level rest, and its fingerprint."""
+    """A whole state: node parts plus the cluster-level rest (copied once, when new)."""
 
     __slots__ = ("nodes", "in_flight", "groups", "next_id", "timers", "tso", "now", "seq",
                  "commits", "handles", "history", "replies", "budgets", "fp")
 
     def __init__(self, c: Cluster, nodes: dict[Any, _NodeSnap], budgets: tuple[int, ...],
-                 history: Iterable[Any]) -> None:
+                 history: list[Any], fp: int) -> None:
         self.nodes = nodes
         net = c.network
         self.in_flight = dict(net.in_flight)
@@ -246,15 +261,9 @@ class _Snap:
         self.history = tuple((t, t.status, t.commit_ts, t.reason) for t in history)
         self.replies = dict(c._replies)
         self.budgets = budgets
-        told = tuple(sorted((t.id, status) for t, status, _, _ in self.history
-                            if status != "active"))
-        self.fp = hash((tuple(ns.fp for ns in nodes.values()),
-                        frozenset(Counter(e.key() for e in self.in_flight.values()).items()),
-                        frozenset(self.timers), tuple(sorted(self.groups.items(), key=str)),
-                        self.tso[0], told, tuple(sorted(self.commits)), budgets))
+        self.fp = fp
 
     def install(self, c: Cluster, copy: Iterable[Any] = ()) -> None:
-        copy = set(copy)
         for n, ns in self.nodes.items():
             ns.install(c, n, n in copy)
         net = c.network
@@ -382,7 +391,8 @@ class _Search:
                               tuple(budgets[k] for k in self.names))
 
     def snap(self, nodes: dict[Any, _NodeSnap], budgets: tuple[int, ...]) -> _Snap:
-        return _Snap(self.c, nodes, budgets, self.history)
+        fp = _fingerprint(self.c, nodes, budgets, self.history)
+        return _Snap(self.c, nodes, budgets, self.history, fp)
 
     def choices(self, s: _Snap) -> list[tuple[Choice, tuple[int, ...], tuple[Any, ...]]]:
         """Every choice at state ``s``: (choice, budgets after it, nodes it may change)."""
@@ -427,8 +437,9 @@ class _Search:
         return out
 
     def expand(self, s: _Snap, choice: Choice, budgets: tuple[int, ...],
-               touched: tuple[Any, ...]) -> tuple[_Snap | None, str | None]:
-        """Apply ``choice`` at ``s``: the new state, and a violation if one shows."""
+               touched: tuple[Any, ...], seen: dict) -> tuple[_Snap | int | None, str | None]:
+        """Apply ``choice`` at ``s``: the new state (or just its fingerprint, if ``seen``
+        has it), and a violation if one shows."""
         c = self.c
         s.install(c, touched)
         try:
@@ -438,7 +449,10 @@ class _Search:
         nodes = dict(s.nodes)
         for n in touched:
             nodes[n] = _NodeSnap(c, n)
-        return self.snap(nodes, budgets), None
+        fp = _fingerprint(c, nodes, budgets, self.history)
+        if fp in seen:
+            return fp, None
+        return _Snap(c, nodes, budgets, self.history, fp), None
 
     def check(self) -> str | None:
         for inv in self.invariants:
@@ -561,10 +575,10 @@ def _run(setup: Callable[[], Cluster], budgets: dict[str, int], invariants: list
                 continue
             for choice, budgets, touched in s.choices(state):
                 transitions += 1
-                child, why = s.expand(state, choice, budgets, touched)
+                child, why = s.expand(state, choice, budgets, touched, parents)
                 if why is None:
-                    if child.fp in parents:
-                        continue
+                    if type(child) is int:
+                        continue  # seen before
                     parents[child.fp] = (state.fp, choice)
                     why = s.check()
                     if why is None:

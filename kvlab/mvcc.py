@@ -66,7 +66,8 @@ class Store:
         self.write_locks: dict[str, Lock] = {}
         self.read_locks: dict[str, dict[str, Lock]] = {}
         self.watermark = 0  # versions below it, except the newest, have been collected
-        self._collectable: dict[str, None] = {}  # keys with more than one version or a tombstone
+        self._fp: tuple | None = None  # fingerprint cache (kvlab.explore), reset on change
+        self._collectable: dict[str, None] = {}  # keys with more than one version
 
     # -- reads ---------------------------------------------------------------------------
     def visible(self, key: str, ts: int) -> Version | None:
@@ -120,12 +121,14 @@ class Store:
         return found
 
     def lock(self, tx: str, start_ts: int, writes: list[str], reads: list[str] = ()) -> None:
+        self._fp = None
         for key in writes:
             self.write_locks[key] = Lock(tx, start_ts)
         for key in reads:
             self.read_locks.setdefault(key, {})[tx] = Lock(tx, start_ts, "read")
 
     def unlock(self, tx: str, writes: list[str], reads: list[str] = ()) -> None:
+        self._fp = None
         for key in writes:
             lock = self.write_locks.get(key)
             if lock is not None and lock.tx == tx:
@@ -139,6 +142,7 @@ class Store:
 
     def apply(self, tx: str, commit_ts: int, writes: dict[str, tuple[Any, bool]]) -> None:
         """Install a committed transaction's writes as new versions (idempotent on replay)."""
+        self._fp = None
         for key, (value, deleted) in writes.items():
             chain = self.chains.setdefault(key, [])
             stamps = self._ts_index.setdefault(key, [])
@@ -151,37 +155,39 @@ class Store:
             else:
                 chain.append(Version(commit_ts, value, tx, deleted))
                 stamps.append(commit_ts)
-            if len(chain) > 1 or deleted:
+            if len(chain) > 1:
                 self._collectable[key] = None
 
     # -- garbage collection ---------------------------------------------------------------
     def gc(self, watermark: int) -> int:
-        """Drop versions no snapshot at or above ``watermark`` can see; return how many."""
+        """Drop versions no snapshot at or above ``watermark`` can see; return how many.
+
+        The newest version of a key always stays, a tombstone too: it is one small version
+        per deleted key, and it lets a later read name the transaction that deleted the key
+        (a read of a key that never existed and of a collected delete must not look alike
+        in the history the checker reads)."""
         if watermark <= self.watermark:
             return 0
         self.watermark = watermark
+        self._fp = None
         removed = 0
         for key in list(self._collectable):
             stamps = self._ts_index[key]
             i = bisect_right(stamps, watermark)  # chain[i-1] is what the oldest snapshot sees
             chain = self.chains[key]
             drop = i - 1
-            if i and i == len(chain) and chain[-1].deleted:
-                drop = i  # a tombstone nobody can read past: the key is gone entirely
             if drop > 0:
                 removed += drop
                 del chain[:drop]
                 del stamps[:drop]
-            if not chain:
-                del self.chains[key]
-                del self._ts_index[key]
-            if len(chain) <= 1 and not (chain and chain[0].deleted):
+            if len(chain) <= 1:
                 del self._collectable[key]
         return removed
 
     def lose_latest(self, key: str) -> Version:
         """Fault injection for lessons: forget the newest version of ``key`` here, as a replica
         with a faulty disk would. Never called by the protocol; the audit must notice it."""
+        self._fp = None
         self._ts_index[key].pop()
         return self.chains[key].pop()
 
@@ -195,10 +201,16 @@ class Store:
         s.read_locks = {k: dict(h) for k, h in self.read_locks.items()}
         s.watermark = self.watermark
         s._collectable = dict(self._collectable)
+        s._fp = self._fp
         return s
 
     def fingerprint(self) -> tuple:
         """Everything here that can influence the future (see kvlab.explore)."""
+        if self._fp is None:
+            self._fp = self._fingerprint()
+        return self._fp
+
+    def _fingerprint(self) -> tuple:
         return (
             tuple(sorted((k, tuple((v.commit_ts, freeze(v.value), v.writer, v.deleted)
                                    for v in c)) for k, c in self.chains.items())),
@@ -215,8 +227,9 @@ class Store:
                 for k, chain in self.chains.items()}
 
     def load(self, data: dict[str, list[list[Any]]]) -> None:
+        self._fp = None
         for key, rows in data.items():
             self.chains[key] = [Version(ts, val, w, bool(d)) for ts, val, w, d in rows]
             self._ts_index[key] = [row[0] for row in rows]
-            if len(rows) > 1 or rows[-1][3]:
+            if len(rows) > 1:
                 self._collectable[key] = None

@@ -24,12 +24,19 @@ class Envelope:
     msg: Message
     sent_at: int
     due: int
-    _key: Any = None  # the message's fingerprint, computed once (kvlab.explore)
+    _key: Any = None  # the message's fingerprint and its hash, computed once (kvlab.explore)
+    _hash: int = 0
 
     def key(self) -> tuple:
         if self._key is None:
             self._key = self.msg.key()
+            self._hash = hash(self._key)
         return self._key
+
+    def key_hash(self) -> int:
+        if self._key is None:
+            self.key()
+        return self._hash
 
     @property
     def kind(self) -> str:

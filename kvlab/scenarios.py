@@ -52,7 +52,8 @@ def parse(steps: str) -> list[Step]:
     for token in steps.split():
         m = _STEP.fullmatch(token)
         if m is None:
-            raise ConfigurationError(f"cannot parse step {token!r}: write r1(1), w1(1,11), c1 or a1")
+            raise ConfigurationError(f"cannot parse step {token!r}: write r1(1), w1(1,11), c1 "
+                                     f"or a1")
         op, s, key, value = m.groups()
         out.append(Step(op, int(s), key, int(value) if value is not None else None))
     return out

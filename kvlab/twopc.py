@@ -155,6 +155,7 @@ class Rules:
 
 
 _DONE: dict = {}  # the working sets of every finished transaction (never written to)
+_MASK = (1 << 64) - 1  # fingerprints of sets are sums of hashes, kept to 64 bits
 
 
 # ---------------------------------------------------------------------------------------------
@@ -177,20 +178,24 @@ class CoordTx:
     reason: str = ""
     call: int | None = None  # the client call waiting for the outcome
     attempt: int = 0
+    fp: int | None = field(default=None, repr=False, compare=False)  # once finished
 
     def clone(self) -> CoordTx:
-        done = self.state in (COMMITTED, ABORTED)  # finished: its working sets are _DONE
-        return CoordTx(self.id, self.start_ts, self.isolation, self.state,
-                       self.writes if done else dict(self.writes),
-                       self.reads if done else dict(self.reads), self.participants,
-                       self.votes if done else dict(self.votes),
-                       self.acked if done else dict(self.acked), self.commit_ts, self.reason,
-                       self.call, self.attempt)
+        if self.state in (COMMITTED, ABORTED):
+            return self  # a finished record never changes again: share it
+        return CoordTx(self.id, self.start_ts, self.isolation, self.state, dict(self.writes),
+                       dict(self.reads), self.participants, dict(self.votes),
+                       dict(self.acked), self.commit_ts, self.reason, self.call, self.attempt)
 
-    def fingerprint(self) -> tuple:
-        return (self.id, self.start_ts, self.isolation, self.state, freeze(self.writes),
-                tuple(self.reads), tuple(self.participants), tuple(sorted(self.votes)),
-                tuple(sorted(self.acked)), self.commit_ts, self.call, self.attempt)
+    def fingerprint(self) -> int:
+        if self.fp is not None:
+            return self.fp
+        fp = hash((self.id, self.start_ts, self.isolation, self.state, freeze(self.writes),
+                   tuple(self.reads), tuple(self.participants), tuple(sorted(self.votes)),
+                   tuple(sorted(self.acked)), self.commit_ts, self.call, self.attempt))
+        if self.state in (COMMITTED, ABORTED):
+            self.fp = fp
+        return fp
 
 
 class Coordinator:
@@ -217,7 +222,7 @@ class Coordinator:
     def fingerprint(self) -> tuple:
         # the order transactions finished in decides which are forgotten first, which can only
         # matter once this node has more transactions than it keeps outcomes for
-        return (tuple(sorted(t.fingerprint() for t in self.txs.values())),
+        return (sum(t.fingerprint() for t in self.txs.values()) & _MASK,
                 tuple(self.finished) if len(self.txs) >= self.timing.keep_outcomes else (),
                 tuple(sorted((p, tuple(sorted(t))) for p, t in self.parked.items() if t)))
 
@@ -365,7 +370,7 @@ class Coordinator:
             return out
         if kind == "vote" and tx.state == PREPARING:
             missing = [p for p in tx.participants if p not in tx.votes]
-            tx.reason = (f"aborted: no vote from {', '.join(missing)} within "
+            tx.reason = (f"aborted: no vote from {', '.join(map(str, missing))} within "
                          f"{self.timing.vote_timeout} ticks (crashed, partitioned or lost)")
             return self._abort(out, tx, "vote timeout")
         if kind == "ts" and tx.state == AWAIT_TS:
@@ -432,15 +437,24 @@ class PartTx:
     commit_ts: int | None = None
     attempt: int = 0
     participants: Sequence[Any] = ()  # everyone the PREPARE named
+    fp: int | None = field(default=None, repr=False, compare=False)  # once finished
 
     def clone(self) -> PartTx:
-        return PartTx(self.id, self.coordinator, self.start_ts, dict(self.writes), self.reads,
+        if self.state in (COMMITTED, ABORTED):
+            return self  # a finished record never changes again: share it
+        # writes and reads are never changed in place (replaced once, when finished): share
+        return PartTx(self.id, self.coordinator, self.start_ts, self.writes, self.reads,
                       self.state, self.commit_ts, self.attempt, self.participants)
 
-    def fingerprint(self) -> tuple:
-        return (self.id, self.coordinator, self.start_ts, freeze(self.writes),
-                tuple(self.reads), self.state, self.commit_ts, self.attempt,
-                tuple(self.participants))
+    def fingerprint(self) -> int:
+        if self.fp is not None:
+            return self.fp
+        fp = hash((self.id, self.coordinator, self.start_ts, freeze(self.writes),
+                   tuple(self.reads), self.state, self.commit_ts, self.attempt,
+                   tuple(self.participants)))
+        if self.state in (COMMITTED, ABORTED):
+            self.fp = fp
+        return fp
 
 
 class Participant:
@@ -469,7 +483,7 @@ class Participant:
 
     def fingerprint(self) -> tuple:
         # _done only orders forgetting, which the horizon and the states already determine
-        return (tuple(sorted(t.fingerprint() for t in self.txs.values())),
+        return (sum(t.fingerprint() for t in self.txs.values()) & _MASK,
                 tuple(sorted((c, tuple(sorted(t))) for c, t in self.parked.items() if t)),
                 self.horizon)
 

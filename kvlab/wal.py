@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from kvlab.errors import CorruptLog, InvalidValue
+from kvlab.messages import freeze
 
 _HEADER = struct.Struct("<II")
 
@@ -40,9 +41,18 @@ class LogRecord:
     lsn: int
     type: str
     data: dict[str, Any]
+    h: int | None = None  # _record_hash, once computed (kvlab.explore)
 
 
 _dumps = json.JSONEncoder(separators=(",", ":")).encode  # insertion order is deterministic
+_MASK = (1 << 64) - 1
+
+
+def _record_hash(r: LogRecord) -> int:
+    """A record's hash without its LSN (kvlab.explore sums these: a multiset of records)."""
+    if r.h is None:
+        r.h = hash((r.type, freeze(r.data))) & _MASK
+    return r.h
 _LEN = struct.Struct("<I")
 
 
@@ -265,6 +275,9 @@ class Wal:
         self.unflushed: list[LogRecord] = []  # kept for the WAL view and the crash lesson
         self._sizes: list[int] = []  # frame size of each unflushed record
         self.since_checkpoint = 0
+        # kvlab.explore: a running, order-free hash of the durable records (off elsewhere)
+        self.track = False
+        self._durable = self._torn = 0
 
     def clone(self) -> Wal:
         """An independent copy (memory disks only: a file cannot be forked)."""
@@ -275,14 +288,18 @@ class Wal:
         w.next_lsn, w.flushed_lsn, w.forced_lsn = self.next_lsn, self.flushed_lsn, self.forced_lsn
         w.unflushed, w._sizes = list(self.unflushed), list(self._sizes)
         w.since_checkpoint = self.since_checkpoint
+        w.track, w._durable, w._torn = self.track, self._durable, self._torn
         return w
 
     def fingerprint(self) -> tuple:
-        """What recovery would read (durable bytes, checkpoint) and what is still unflushed."""
-        d = self.disk
-        return (hash(bytes(d.durable)), hash(d.checkpoint_blob), self.flushed_lsn,
-                self.forced_lsn, self.next_lsn, len(self.unflushed) and hash(bytes(d.pending)),
-                self.since_checkpoint)
+        """What recovery would rebuild from the disk, and what is still unflushed.
+
+        Order-free over records: replay treats each transaction's records on their own (its
+        PREPARE always before its COMMIT), so two logs holding the same records in different
+        interleavings recover the same state; LSNs only number them."""
+        return (self._durable, self._torn, hash(self.disk.checkpoint_blob),
+                sum(map(_record_hash, self.unflushed)) & _MASK, self.forced_lsn > self.flushed_lsn,
+                self.next_lsn)
 
     def append(self, type_: str, data: dict[str, Any], force: bool = False) -> LogRecord:
         return self.append_all([(type_, data, force)])[0]
@@ -319,6 +336,8 @@ class Wal:
     def flush(self) -> int:
         """Make everything appended so far durable (one fsync); return how many records."""
         n = len(self.unflushed)
+        if self.track:
+            self._durable = (self._durable + sum(map(_record_hash, self.unflushed))) & _MASK
         self.disk.flush()
         self.flushed_lsn = self.next_lsn - 1
         self.unflushed.clear()
@@ -332,6 +351,8 @@ class Wal:
         the disk. Recovery must detect and cut it (never a whole frame: that would be a flush).
         """
         n = len(self.unflushed)
+        if torn and self._sizes and self.track:
+            self._torn = _record_hash(self.unflushed[0])
         self.disk.crash(max(1, self._sizes[0] // 2) if torn and self._sizes else 0)
         self.unflushed.clear()
         self._sizes.clear()
@@ -347,6 +368,7 @@ class Wal:
         self.disk.write_checkpoint(blob)
         self.disk.truncate_log()
         self.since_checkpoint = 0
+        self._durable = self._torn = 0
 
     def _checkpoint(self) -> LogRecord | None:
         """The checkpoint on disk, if any; it is written atomically, so damage is never torn."""
@@ -394,6 +416,8 @@ class Wal:
         self.unflushed.clear()
         self._sizes.clear()
         self.since_checkpoint = len(scan.records)
+        if self.track:
+            self._durable, self._torn = sum(map(_record_hash, scan.records)) & _MASK, 0
         return (scan.checkpoint.data if scan.checkpoint else None), scan.records
 
     def close(self) -> None:

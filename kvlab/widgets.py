@@ -267,7 +267,8 @@ class ClusterExplorer:
                              "not all)")
         self._mark = len(self.cluster.trace)
         self.cluster.partition(chosen, rest)
-        self._say(f"partitioned {' '.join(sorted(chosen))} | {' '.join(sorted(rest))}")
+        self._say(f"partitioned {' '.join(map(str, sorted(chosen, key=str)))} | "
+                  f"{' '.join(map(str, sorted(rest, key=str)))}")
         self.refresh()
 
     def heal(self) -> None:

@@ -92,7 +92,8 @@ def run(kind: str = "bank", transactions: int = 1000, concurrency: int = 8, keys
     if kind not in KINDS:
         raise ConfigurationError(f"kind must be one of {KINDS}, got {kind!r}")
     if keys < ops_per_tx or keys < 2:
-        raise ConfigurationError(f"need at least {max(2, ops_per_tx)} keys for {ops_per_tx} ops per tx")
+        raise ConfigurationError(f"need at least {max(2, ops_per_tx)} keys for {ops_per_tx} ops "
+                                 f"per tx")
     faults = faults or Faults()
     rng = random.Random(seed)
     cluster = Cluster(list(nodes), seed=seed, latency=faults.latency, loss=faults.loss,

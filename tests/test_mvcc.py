@@ -191,11 +191,13 @@ def test_gc_never_drops_the_only_version():
     assert s.visible("x", 100).value == "a"
 
 
-def test_gc_removes_a_dead_tombstone_entirely():
+def test_gc_keeps_only_the_tombstone_of_a_dead_key_so_reads_still_name_the_deleter():
     s = store_with(("x", 2, "a", False), ("x", 4, None, True))
-    assert s.gc(10) == 2
-    assert "x" not in s.chains
-    assert s.visible("x", 10) is None
+    assert s.gc(10) == 1
+    [v] = s.chains["x"]
+    assert v.deleted and v.writer == "T4"
+    assert s.visible("x", 10).writer == "T4"
+    assert s.gc(20) == 0
 
 
 def test_gc_keeps_a_tombstone_a_snapshot_may_still_read_past():

@@ -176,7 +176,7 @@ class ClusterView:
             sides: dict[int, list[str]] = {}
             for n, g in sorted(scene.groups.items(), key=lambda kv: (kv[1], kv[0])):
                 sides.setdefault(g, []).append(n)
-            title += "\npartition: " + " | ".join(" ".join(s) for s in sides.values())
+            title += "\npartition: " + " | ".join(" ".join(map(str, s)) for s in sides.values())
         self.title.set_text(title)
         self._step(scene)
         self._messages(scene)

@@ -511,13 +511,13 @@ def _note(e: Event, compact: bool) -> tuple[str | None, str, str, dict[str, Any]
         return "crash", text, st.ink(st.CRASH_COLOR), {}
     if k == "restart":
         doubt = d.get("in_doubt") or []
-        extra = f", in doubt: {' '.join(doubt)}" if doubt else ""
+        extra = f", in doubt: {' '.join(map(str, doubt))}" if doubt else ""
         text = "restart" if compact else f"restart (replayed {d.get('replayed', 0)}{extra})"
         return "restart", text, st.ink(st.RESTART_COLOR), {}
     if k == "torn":
         return None, "torn tail cut off", st.ink(st.CRASH_COLOR), {}
     if k == "partition":
-        sides = " | ".join(" ".join(g) for g in d.get("groups", []))
+        sides = " | ".join(" ".join(map(str, g)) for g in d.get("groups", []))
         return None, f"partition {sides} (rest apart)", st.BLACK, {"style": "italic"}
     if k == "heal":
         return None, "heal", st.BLACK, {"style": "italic"}
