@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from kvlab.messages import Message
+from kvlab.messages import Message, mixed_hash
 
 
 @dataclass(slots=True)
@@ -128,9 +128,10 @@ class Outbox:
         total = 0
         for o in self.held:
             if o.fp is None:
-                o.fp = hash((tuple(m.key() for m in o.messages), tuple(k for k, _ in o.timers),
-                             tuple((r.call, repr(r.value), repr(r.error)) for r in o.replies),
-                             tuple(o.watch)))
+                o.fp = mixed_hash((tuple(m.key() for m in o.messages),
+                                   tuple(k for k, _ in o.timers),
+                                   tuple((r.call, repr(r.value), repr(r.error))
+                                         for r in o.replies), tuple(o.watch)))
             total += o.fp
         return total & 0xFFFFFFFFFFFFFFFF
 

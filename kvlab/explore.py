@@ -50,10 +50,10 @@ from typing import Any
 
 from kvlab.audit import audit
 from kvlab.checker import check
-from kvlab.cluster import Cluster
+from kvlab.cluster import Cluster, _collector_paused
 from kvlab.effects import Outbox
 from kvlab.errors import KvlabError
-from kvlab.messages import TSO
+from kvlab.messages import TSO, mixed_hash
 from kvlab.twopc import ABORTED, AWAIT_TS, COMMITTING, IN_DOUBT, PREPARED, PREPARING
 from kvlab.wal import _MASK, TornTailWarning, _record_hash
 
@@ -212,12 +212,13 @@ class _NodeSnap:
                         self.wal.fingerprint(), self.outbox.fingerprint(), self.flush_due,
                         tuple(sorted(self.watches, key=str)) if self.watches else ()))
 
-    def install(self, c: Cluster, n: Any, copy: bool) -> None:
-        if copy:
+    def install(self, c: Cluster, n: Any, copy: bool | str) -> None:
+        if copy:  # "log": a flush changes the log and the held outputs, never the core
             wal = self.wal.clone()
             outbox = Outbox(wal)
             outbox.held = list(self.outbox.held)
-            c._cores[n] = self.core.clone() if self.core is not None else None
+            c._cores[n] = self.core.clone() if self.core is not None and copy is True \
+                else self.core
             c._wals[n], c._outbox[n] = wal, outbox
             c._watches[n] = set(self.watches)
         else:  # the choice does not touch this node: share (nothing will change it)
@@ -233,7 +234,7 @@ def _fingerprint(c: Cluster, nodes: dict[Any, _NodeSnap], budgets: tuple[int, ..
     net = c.network
     return hash((tuple([ns.fp for ns in nodes.values()]),
                  sum([e.key_hash() for e in net.in_flight.values()]) & _MASK,
-                 sum(map(hash, c._timers)) & _MASK,
+                 sum(map(mixed_hash, c._timers)) & _MASK,
                  tuple(sorted(net.groups.items(), key=str)) if net.groups else (),
                  c.tso.last, tuple([(t.id, t.status) for t in history if t.status != "active"]),
                  tuple(c._commit_calls), budgets))
@@ -263,12 +264,12 @@ class _Snap:
         self.budgets = budgets
         self.fp = fp
 
-    def install(self, c: Cluster, copy: Iterable[Any] = ()) -> None:
+    def install(self, c: Cluster, copy: Iterable[Any] = (), log_only: bool = False) -> None:
         for n, ns in self.nodes.items():
-            ns.install(c, n, n in copy)
+            ns.install(c, n, ("log" if log_only else True) if n in copy else False)
         net = c.network
         net.in_flight = dict(self.in_flight)
-        net.groups = dict(self.groups)
+        net.groups = self.groups  # only partition() and heal() change it, never a choice
         net._next_id = self.next_id
         c._timers = dict(self.timers)
         c.tso.last, c.tso.limit = self.tso
@@ -278,7 +279,7 @@ class _Snap:
             h._result, h.reason, h.commit_ts = result, reason, ts
         for t, status, ts, reason in self.history:
             t.status, t.commit_ts, t.reason = status, ts, reason
-        c._replies = dict(self.replies)
+        c._replies = dict(self.replies) if self.replies else {}
 
 
 # -- invariants ------------------------------------------------------------------------------------
@@ -441,7 +442,7 @@ class _Search:
         """Apply ``choice`` at ``s``: the new state (or just its fingerprint, if ``seen``
         has it), and a violation if one shows."""
         c = self.c
-        s.install(c, touched)
+        s.install(c, touched, log_only=choice.kind == "flush")
         try:
             _apply_fast(c, choice)
         except Exception as e:  # noqa: BLE001 - any exception escaping a handler is a finding
@@ -506,7 +507,7 @@ def search(setup: Callable[[], Cluster], crashes: int = 1, drops: int = 0,
            time_limit: float | None = None, invariants: Iterable[Invariant] | None = None,
            strategy: str = "bfs", max_depth: int | None = None,
            end_invariants: Iterable[Invariant] | None = None,
-           progress: bool | None = None, timeouts: int = 1) -> Result:
+           progress: bool | None = None, timeouts: int = 0) -> Result:
     """Search every schedule from ``setup()``'s state within the fault budgets.
 
     ``invariants`` are extra callables ``invariant(cluster) -> str | None`` checked on every
@@ -524,7 +525,7 @@ def search(setup: Callable[[], Cluster], crashes: int = 1, drops: int = 0,
             raise ExploreError(f"{name} is a budget: a whole number >= 0, got {v!r}")
     if strategy not in ("bfs", "dfs"):
         raise ExploreError(f"strategy is 'bfs' or 'dfs', got {strategy!r}")
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _collector_paused():
         warnings.simplefilter("ignore", TornTailWarning)  # torn tails are part of the search
         return _run(setup, {"crashes": crashes, "drops": drops, "duplicates": duplicates,
                             "timeouts": timeouts},

@@ -16,9 +16,11 @@ COMMIT = "COMMIT"  # phase 2, sent only after the decision is durable
 ABORT = "ABORT"
 ACK = "ACK"  # participant -> coordinator after COMMIT is durable
 STATUS = "STATUS"  # in-doubt participant -> coordinator: what did you decide?
+SCAN = "SCAN"  # a scan's node -> every owner (partitioned placement only): a key range at a ts
+SCAN_REPLY = "SCAN_REPLY"  # owner -> scanning node: the rows it stores in that range
 
 KINDS = (TS_REQUEST, TS_REPLY, READ, READ_REPLY, PREPARE, VOTE_YES, VOTE_NO, COMMIT, ABORT, ACK,
-         STATUS)
+         STATUS, SCAN, SCAN_REPLY)
 
 TSO = "tso"  # network address of the timestamp oracle
 
@@ -31,6 +33,21 @@ def freeze(value: Any) -> Any:
     if t is list or t is tuple:
         return ("[", tuple(freeze(v) for v in value))
     return value
+
+
+_MASK = (1 << 64) - 1
+
+
+def mixed_hash(obj: Any) -> int:
+    """``hash(obj)`` through the splitmix64 finaliser, for sums of hashes (multisets).
+
+    Python's tuple hash is close to additive: ``hash((a, x, c)) + hash((a, y, d))`` can
+    equal ``hash((a, x, d)) + hash((a, y, c))``, so a plain sum would make different sets of
+    messages look alike. Mixed, the sum is a sound multiset hash (like AdHash)."""
+    x = hash(obj) & _MASK
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK
+    return x ^ (x >> 31)
 
 
 class Message(NamedTuple):

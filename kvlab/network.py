@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kvlab.errors import ConfigurationError
-from kvlab.messages import TSO, Message
+from kvlab.messages import TSO, Message, mixed_hash
 
 
 @dataclass(slots=True, repr=False)
@@ -30,7 +30,7 @@ class Envelope:
     def key(self) -> tuple:
         if self._key is None:
             self._key = self.msg.key()
-            self._hash = hash(self._key)
+            self._hash = mixed_hash(self._key)
         return self._key
 
     def key_hash(self) -> int:

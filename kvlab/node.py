@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from kvlab.effects import Outputs
 from kvlab.errors import (
@@ -28,6 +28,8 @@ from kvlab.messages import (
     PREPARE,
     READ,
     READ_REPLY,
+    SCAN,
+    SCAN_REPLY,
     STATUS,
     TS_REPLY,
     TS_REQUEST,
@@ -35,8 +37,9 @@ from kvlab.messages import (
     VOTE_NO,
     VOTE_YES,
     Message,
+    freeze,
 )
-from kvlab.mvcc import Store
+from kvlab.mvcc import Span, Store, in_span, span_text
 from kvlab.twopc import (
     ABORTED,
     ACTIVE,
@@ -68,6 +71,17 @@ class Get:
     call: int
     tx: str
     key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Scan:
+    """Read every key with ``start <= key < end`` (``end`` None: no upper bound; ``start`` ""
+    from the first key), at the transaction's snapshot, like :class:`Get` does one key."""
+
+    call: int
+    tx: str
+    start: str = ""
+    end: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,17 +152,35 @@ class ReadResult:
     deleted: bool = False
 
 
-@dataclass(slots=True)
-class _Waiting:
-    """A read parked behind a prepared write lock."""
+class ScanRow(NamedTuple):
+    """One key a scan found: its value and which version it came from (as in ReadResult)."""
 
     key: str
+    value: Any
+    writer: str | None
+    version_ts: int | None
+
+
+@dataclass(slots=True)
+class ScanResult:
+    """What a scan returns to the client: the rows in key order and the snapshot it read."""
+
+    rows: list[ScanRow]
+    ts: int
+
+
+@dataclass(slots=True)
+class _Waiting:
+    """A read (or a scan, or one owner's part of it) parked behind a prepared write lock."""
+
+    key: str  # a scan's: the start of its range
     ts: int
     tx: str
     call: int | None = None  # local client call...
-    requester: str | None = None  # ...or a remote READ to answer
+    requester: str | None = None  # ...or a remote READ or SCAN to answer
     req: int | None = None
     blocked_by: str = ""
+    span: Span | None = None  # a scan's range (None: a read of ``key``)
 
 
 @dataclass(slots=True)
@@ -157,6 +189,28 @@ class _PendingRead:
     key: str
     ts: int | None = None
     attempt: int = 0
+
+
+@dataclass(slots=True)
+class _PendingScan:
+    """A scan being answered: the owners asked and the rows each one returned so far."""
+
+    tx: str
+    span: Span
+    own: dict[str, tuple[Any, bool]]  # the transaction's own writes in the range, at the call
+    owners: tuple[str, ...]
+    ts: int | None = None
+    parts: dict[str, list] = field(default_factory=dict)  # owner -> [[key, value, writer, ts]]
+    attempt: int = 0
+
+    def clone(self) -> _PendingScan:
+        # own and every part's rows are never changed once made: share them
+        return _PendingScan(self.tx, self.span, self.own, self.owners, self.ts,
+                            dict(self.parts), self.attempt)
+
+    def key(self) -> tuple:
+        return (self.tx, self.span, freeze(self.own), self.owners, self.ts,
+                tuple(sorted((o, freeze(rows)) for o, rows in self.parts.items())), self.attempt)
 
 
 def owner_of(key: str, nodes: list[str]) -> str:
@@ -185,6 +239,7 @@ class NodeCore:
         self.waiting: list[_Waiting] = []
         self._begins: dict[int, list] = {}  # call -> [isolation, attempt], awaiting a timestamp
         self._reads: dict[int, _PendingRead] = {}  # call -> read awaiting ts or a remote reply
+        self._scans: dict[int, _PendingScan] = {}  # call -> scan awaiting ts or owners' rows
         self.max_ts = 0
 
     # -- routing -------------------------------------------------------------------------
@@ -193,6 +248,8 @@ class NodeCore:
             return self._deliver(inp.msg)
         if isinstance(inp, Get):
             return self._get(inp)
+        if isinstance(inp, Scan):
+            return self._scan(inp)
         if isinstance(inp, Write):
             return self._write(inp)
         if isinstance(inp, Begin):
@@ -229,7 +286,8 @@ class NodeCore:
         if inp.requester is None:
             self._begins.pop(call, None)
             self._reads.pop(call, None)
-            out.cancel += [("ts-retry", call), ("read-retry", call)]
+            self._scans.pop(call, None)
+            out.cancel += [("ts-retry", call), ("read-retry", call), ("scan-retry", call)]
             self.waiting = [w for w in self.waiting if not (w.call == call
                                                             and w.requester is None)]
         else:
@@ -258,6 +316,12 @@ class NodeCore:
                                     req=msg.body["req"])
         if k == READ_REPLY:
             return self._read_reply(msg)
+        if k == SCAN:
+            b = msg.body
+            return self._serve_scan((b["start"], b["end"]), b["ts"], msg.tx, requester=msg.src,
+                                    req=b["req"])
+        if k == SCAN_REPLY:
+            return self._scan_part(msg.body["req"], msg.src, msg.body["rows"])
         raise ProtocolError(f"{self.id} cannot handle message kind {k}")
 
     # -- client calls ----------------------------------------------------------------------
@@ -308,6 +372,9 @@ class NodeCore:
         elif purpose == "read" and call in self._reads and self._reads[call].ts is None:
             self._reads[call].ts = ts
             out.merge(self._start_read(call))
+        elif purpose == "scan" and call in self._scans and self._scans[call].ts is None:
+            self._scans[call].ts = ts
+            out.merge(self._start_scan(call))
         return out
 
     def _get(self, inp: Get) -> Outputs:
@@ -373,12 +440,98 @@ class NodeCore:
             out.reply(call, ReadResult(b["value"], b["writer"], b["version_ts"], b["deleted"]))
         return out
 
+    # -- range reads ----------------------------------------------------------------------
+    def _scan(self, inp: Scan) -> Outputs:
+        """A scan reads like a get, over a range: the snapshot (read committed: a fresh one),
+        the transaction's own writes merged in. Serializable: the range joins the read set."""
+        tx = self.active(inp.tx)
+        span = check_span(inp.start, inp.end)
+        own = {k: w for k, w in tx.writes.items() if in_span(k, span)}
+        if tx.isolation == "serializable":
+            tx.scans[span] = None
+        owners = tuple(self.nodes) if self.config.placement == "partitioned" else (self.id,)
+        self._scans[inp.call] = _PendingScan(tx.id, span, own, owners)
+        if tx.isolation == "read_committed":  # a fresh snapshot for every statement
+            out = Outputs()
+            out.send(Message(self.id, TSO, TS_REQUEST, tx.id,
+                             {"purpose": "scan", "call": inp.call}))
+            out.timer(("scan-retry", inp.call), self.config.timing.retry_interval)
+            return out
+        self._scans[inp.call].ts = tx.start_ts
+        return self._start_scan(inp.call)
+
+    def _start_scan(self, call: int) -> Outputs:
+        """Ask every owner (partitioned placement: every node may own keys in the range)."""
+        s = self._scans[call]
+        out = Outputs()
+        remote = [p for p in s.owners if p != self.id]
+        if remote:
+            out.note(role="node", event="scan fan-out", tx=s.tx, range=span_text(s.span),
+                     owners=list(s.owners))
+            for p in remote:
+                out.send(self._scan_msg(p, s, call))
+            out.timer(("scan-retry", call), self.config.timing.retry_interval)
+        else:
+            out.cancel.append(("scan-retry", call))  # set while a read-committed ts was due
+        if self.id in s.owners:
+            out.merge(self._serve_scan(s.span, s.ts, s.tx, call=call))
+        return out
+
+    def _scan_msg(self, owner: str, s: _PendingScan, call: int) -> Message:
+        return Message(self.id, owner, SCAN, s.tx,
+                       {"start": s.span[0], "end": s.span[1], "ts": s.ts, "req": call})
+
+    def _serve_scan(self, span: Span, ts: int, tx: str, call: int | None = None,
+                    requester: str | None = None, req: int | None = None) -> Outputs:
+        """This node's part of a scan: its rows, or a wait behind a prepared write in range."""
+        out = Outputs()
+        blocked = self.store.scan_blocker(span, ts, tx)
+        if blocked is not None:
+            if requester is not None and any(w.requester == requester and w.req == req
+                                             for w in self.waiting):
+                return out  # a retried SCAN that is already parked here
+            key, lock = blocked
+            self.waiting.append(_Waiting(span[0], ts, tx, call, requester, req, lock.tx, span))
+            out.note(role="store", event="scan waits", tx=tx, range=span_text(span), key=key,
+                     blocked_by=lock.tx)
+            return out
+        rows = [[k, v.value, v.writer, v.commit_ts] for k, v in self.store.scan(span, ts)]
+        if call is not None:
+            return out.merge(self._scan_part(call, self.id, rows))
+        out.send(Message(self.id, requester, SCAN_REPLY, tx, {"req": req, "rows": rows}))
+        return out
+
+    def _scan_part(self, call: int, owner: str, rows: list) -> Outputs:
+        """One owner's rows arrived; once all did, merge them with the own writes and reply."""
+        out = Outputs()
+        s = self._scans.get(call)
+        if s is None or owner not in s.owners or owner in s.parts:
+            return out  # abandoned, or a duplicate reply
+        s.parts[owner] = rows
+        if len(s.parts) < len(s.owners):
+            if all(p in s.parts for p in s.owners if p != self.id):
+                out.cancel.append(("scan-retry", call))  # only our own part is left
+            return out
+        del self._scans[call]
+        out.cancel.append(("scan-retry", call))
+        found = {r[0]: ScanRow(r[0], r[1], r[2], r[3]) for part in s.parts.values() for r in part}
+        for k, (value, deleted) in s.own.items():  # read your own writes and deletes
+            if deleted:
+                found.pop(k, None)
+            else:
+                found[k] = ScanRow(k, value, s.tx, None)
+        out.reply(call, ScanResult([found[k] for k in sorted(found)], s.ts))
+        return out
+
     def _after_locks_change(self, out: Outputs) -> Outputs:
-        """Locks may have been released: retry every parked read (in arrival order)."""
+        """Locks may have been released: retry every parked read and scan (in arrival order)."""
         if self.waiting:
             parked, self.waiting = self.waiting, []
             for w in parked:
-                out.merge(self._serve_read(w.key, w.ts, w.tx, w.call, w.requester, w.req))
+                if w.span is None:
+                    out.merge(self._serve_read(w.key, w.ts, w.tx, w.call, w.requester, w.req))
+                else:
+                    out.merge(self._serve_scan(w.span, w.ts, w.tx, w.call, w.requester, w.req))
         return out
 
     def _write(self, inp: Write) -> Outputs:
@@ -403,6 +556,10 @@ class NodeCore:
                         continue
                     for p in (self.nodes if self.config.placement == "all" else [self.owner(k)]):
                         plan.setdefault(p, {"writes": {}, "reads": []})["reads"].append(k)
+                if tx.scans:  # any node may store keys in a range: every node validates it
+                    ranges = [list(span) for span in tx.scans]
+                    for p in self.nodes:
+                        plan.setdefault(p, {"writes": {}, "reads": []})["ranges"] = ranges
         return self.coordinator.start(tx, inp.call, plan)
 
     def _rollback(self, inp: Rollback) -> Outputs:
@@ -437,6 +594,17 @@ class NodeCore:
             else:
                 out.send(Message(self.id, self.owner(r.key), READ, r.tx,
                                  {"key": r.key, "ts": r.ts, "req": call}))
+        elif kind == "scan-retry" and call in self._scans:
+            s = self._scans[call]
+            s.attempt += 1
+            attempt = s.attempt
+            if s.ts is None:
+                out.send(Message(self.id, TSO, TS_REQUEST, s.tx,
+                                 {"purpose": "scan", "call": call}))
+            else:
+                for p in s.owners:
+                    if p != self.id and p not in s.parts:
+                        out.send(self._scan_msg(p, s, call))
         else:
             return out
         if attempt < self.config.timing.max_retries:
@@ -464,13 +632,23 @@ class NodeCore:
         for w in self.waiting:
             if (requester is None and w.call == call) or \
                     (requester is not None and w.requester == requester and w.req == call):
-                lock = self.store.write_locks.get(w.key)
+                lock = self.store.write_locks.get(w.key) if w.span is None else None
                 coord = ""
                 ptx = self.participant.txs.get(w.blocked_by)
                 if ptx is not None:
                     coord = f" (its coordinator is {ptx.coordinator})"
-                return (f"the read of {w.key!r} by {w.tx} is waiting for prepared transaction "
+                what = f"read of {w.key!r}" if w.span is None else \
+                    f"scan of {span_text(w.span)} (on {self.id})"
+                return (f"the {what} by {w.tx} is waiting for prepared transaction "
                         f"{lock.tx if lock else w.blocked_by}{coord} to commit or abort")
+        if call in self._scans and requester is None:
+            s = self._scans[call]
+            if s.ts is None:
+                return (f"the scan of {span_text(s.span)} by {s.tx} is waiting for a "
+                        f"timestamp from the oracle")
+            missing = [p for p in s.owners if p not in s.parts]
+            return (f"the scan of {span_text(s.span)} by {s.tx} is waiting for rows from "
+                    f"{', '.join(map(str, missing))}")
         if call in self._reads:
             r = self._reads[call]
             return f"the read of {r.key!r} by {r.tx} is waiting for a reply from its owner"
@@ -493,6 +671,7 @@ class NodeCore:
         n.waiting = list(self.waiting)  # _Waiting entries are never changed once made
         n._begins = {c: list(v) for c, v in self._begins.items()}
         n._reads = {c: _PendingRead(r.tx, r.key, r.ts, r.attempt) for c, r in self._reads.items()}
+        n._scans = {c: s.clone() for c, s in self._scans.items()}
         n.max_ts = self.max_ts
         return n
 
@@ -500,9 +679,13 @@ class NodeCore:
         """Everything of this node's volatile state that can influence its future."""
         return (self.store.fingerprint(), self.coordinator.fingerprint(),
                 self.participant.fingerprint(),
-                tuple((w.key, w.ts, w.tx, w.call, w.requester, w.req) for w in self.waiting),
-                tuple(sorted((c, v[0], v[1]) for c, v in self._begins.items())),
-                tuple(sorted((c, r.tx, r.key, r.ts, r.attempt) for c, r in self._reads.items())),
+                tuple([(w.key, w.ts, w.tx, w.call, w.requester, w.req, w.span)
+                       for w in self.waiting]),
+                tuple(sorted((c, v[0], v[1]) for c, v in self._begins.items()))
+                if self._begins else (),
+                tuple(sorted((c, r.tx, r.key, r.ts, r.attempt) for c, r in self._reads.items()))
+                if self._reads else (),
+                tuple(sorted((c, s.key()) for c, s in self._scans.items())) if self._scans else (),
                 self.max_ts)
 
     # -- checkpoints and recovery ---------------------------------------------------------
@@ -514,7 +697,8 @@ class NodeCore:
             "watermark": self.store.watermark,
             "prepared": {t.id: {"coordinator": t.coordinator, "start_ts": t.start_ts,
                                 "writes": {k: [v, d] for k, (v, d) in t.writes.items()},
-                                "reads": list(t.reads)}
+                                "reads": list(t.reads),
+                                **({"ranges": [list(r) for r in t.ranges]} if t.ranges else {})}
                          for t in p.in_doubt()},
             "decided": {t.id: {"commit_ts": t.commit_ts, "participants": t.participants}
                         for t in self.coordinator.txs.values() if t.state == COMMITTING},
@@ -591,6 +775,23 @@ def check_loggable(key: Any, value: Any) -> None:
                            f"another form, e.g. a big int as a string") from None
 
 
+def check_span(start: Any, end: Any) -> Span:
+    """The range ``start <= key < end`` as a span, or InvalidKey saying how to write one.
+
+    ``start`` None or "" is the first key, ``end`` None no upper bound; both are strings."""
+    if start is None:
+        start = ""
+    for name, bound in (("start", start), ("end", end)):
+        if bound is not None and not isinstance(bound, str):
+            raise InvalidKey(f"scan bounds are key strings (or None for no bound), got {name}="
+                             f"{bound!r}; e.g. scan(tx, 'a', 'n') for every key from 'a' up to "
+                             f"but not including 'n'")
+    if end is not None and start > end:
+        raise InvalidKey(f"scan start {start!r} is after its end {end!r}: a range is "
+                         f"start <= key < end, so swap them (scan(tx, {end!r}, {start!r}))")
+    return (start, end)
+
+
 # -- what kvlab writes to its log, checked before replay --------------------------------------
 _ID = (str, int)
 RECORD_FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
@@ -599,6 +800,9 @@ RECORD_FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "ABORT": {"tx": str},
     "DECISION": {"tx": str, "commit_ts": int, "participants": list},
     "END": {"tx": str},
+}
+OPTIONAL_FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "PREPARE": {"ranges": list},  # serializable scans; logs from before range reads lack it
 }
 CHECKPOINT_FIELDS: dict[str, type | tuple[type, ...]] = {
     "store": dict, "watermark": int, "prepared": dict, "decided": dict, "max_ts": int}
@@ -619,6 +823,15 @@ def _writes(writes: dict[str, Any], what: str) -> None:
             raise CorruptLog(f"{what}: the write of {k!r} is not a [value, deleted] pair")
 
 
+def _ranges(data: dict[str, Any], what: str) -> None:
+    ranges = data.get("ranges", [])
+    if not isinstance(ranges, list) or not all(
+            isinstance(r, list) and len(r) == 2 and isinstance(r[0], str)
+            and (r[1] is None or (isinstance(r[1], str) and r[0] <= r[1])) for r in ranges):
+        raise CorruptLog(f"{what}: its scanned ranges are not [start, end] key pairs "
+                         f"(got {ranges!r})")
+
+
 def check_record(r: Any) -> None:
     """CorruptLog unless ``r`` is a record this module's recovery understands."""
     what = f"WAL record LSN {r.lsn} ({r.type})"
@@ -629,8 +842,11 @@ def check_record(r: Any) -> None:
                          f"log from a backup, or delete the node's data directory.") from None
     try:
         _fields(r.data, spec, what)
+        optional = OPTIONAL_FIELDS.get(r.type, {})
+        _fields(r.data, {k: v for k, v in optional.items() if k in r.data}, what)
         if r.type == "PREPARE":
             _writes(r.data["writes"], what)
+            _ranges(r.data, what)
     except CorruptLog as e:
         raise CorruptLog(f"{e}: it passes its checksum but kvlab did not write it. Restore the "
                          f"log from a backup, or delete the node's data directory.") from None
@@ -649,6 +865,7 @@ def check_checkpoint(ck: Any) -> None:
             _fields(rec, {k: v for k, v in RECORD_FIELDS["PREPARE"].items() if k != "tx"},
                     f"{what}: prepared {tx}")
             _writes(rec["writes"], f"{what}: prepared {tx}")
+            _ranges(rec, f"{what}: prepared {tx}")
         for tx, rec in ck["decided"].items():
             _fields(rec, {"commit_ts": int, "participants": list}, f"{what}: decided {tx}")
         for tx, row in ck.get("finished", {}).items():
@@ -660,6 +877,7 @@ def check_checkpoint(ck: Any) -> None:
                          f"from a backup, or delete the node's data directory.") from None
 
 
-__all__ = ["NodeCore", "NodeConfig", "ReadResult", "owner_of", "ISOLATION_LEVELS", "PLACEMENTS",
-           "Begin", "Get", "Write", "Commit", "Rollback", "Deliver", "Fire", "PeerUp", "Abandon",
-           "Recover", "Gc", "RECORD_FIELDS", "check_record", "check_checkpoint"]
+__all__ = ["NodeCore", "NodeConfig", "ReadResult", "ScanRow", "ScanResult", "owner_of",
+           "ISOLATION_LEVELS", "PLACEMENTS", "Begin", "Get", "Scan", "Write", "Commit", "Rollback",
+           "Deliver", "Fire", "PeerUp", "Abandon", "Recover", "Gc", "RECORD_FIELDS",
+           "OPTIONAL_FIELDS", "check_record", "check_checkpoint", "check_span"]

@@ -27,6 +27,13 @@ connected (plain message loss), or when a restart, heal or new partition reconne
 every node up and connected nothing stays undecided, and a run still goes quiet while a peer is
 really down.
 
+Range reads (serializable scans): the PREPARE carries the transaction's scanned ranges to every
+participant (with partitioned placement any node may own keys in a range), the participant
+validates them with the store (no key in a range has a version newer than the snapshot, none is
+locked by a prepared writer), takes a range lock on each until the decision, and writes them in
+its forced PREPARE record (optional field ``ranges``: older logs replay unchanged), so a
+recovered in-doubt participant takes its range locks again before anyone can write a phantom.
+
 Forgetting (so memory stays flat): a coordinator forgets a finished transaction (aborted, or
 committed and acked by all) after ``Timing.keep_outcomes`` newer ones finished; late messages
 about it then get presumed-abort answers, which every handler below treats as stale. A
@@ -57,8 +64,9 @@ from kvlab.messages import (
     VOTE_YES,
     Message,
     freeze,
+    mixed_hash,
 )
-from kvlab.mvcc import Store
+from kvlab.mvcc import Span, Store
 
 # ---------------------------------------------------------------------------------------------
 # The state tables
@@ -155,6 +163,11 @@ class Rules:
 
 
 _DONE: dict = {}  # the working sets of every finished transaction (never written to)
+
+
+def _spans(raw: Sequence[Sequence[Any]]) -> tuple[Span, ...]:
+    """Ranges as a PREPARE or its record carries them (JSON lists) -> hashable spans."""
+    return tuple((r[0], r[1]) for r in raw)
 _MASK = (1 << 64) - 1  # fingerprints of sets are sums of hashes, kept to 64 bits
 
 
@@ -179,20 +192,30 @@ class CoordTx:
     call: int | None = None  # the client call waiting for the outcome
     attempt: int = 0
     fp: int | None = field(default=None, repr=False, compare=False)  # once finished
+    fixed: int | None = field(default=None, repr=False, compare=False)  # hash of what commit
+    # fixed for good (id, snapshot, writes, reads, scans, participants), once the client is done
+    scans: dict[Span, None] = field(default_factory=dict)  # ranges scanned (serializable)
 
     def clone(self) -> CoordTx:
         if self.state in (COMMITTED, ABORTED):
             return self  # a finished record never changes again: share it
         return CoordTx(self.id, self.start_ts, self.isolation, self.state, dict(self.writes),
                        dict(self.reads), self.participants, dict(self.votes),
-                       dict(self.acked), self.commit_ts, self.reason, self.call, self.attempt)
+                       dict(self.acked), self.commit_ts, self.reason, self.call, self.attempt,
+                       None, self.fixed, dict(self.scans))
 
     def fingerprint(self) -> int:
         if self.fp is not None:
             return self.fp
-        fp = hash((self.id, self.start_ts, self.isolation, self.state, freeze(self.writes),
-                   tuple(self.reads), tuple(self.participants), tuple(sorted(self.votes)),
-                   tuple(sorted(self.acked)), self.commit_ts, self.call, self.attempt))
+        fixed = self.fixed
+        if fixed is None:
+            fixed = hash((self.id, self.start_ts, self.isolation, freeze(self.writes),
+                          tuple(self.reads), tuple(self.participants), tuple(self.scans)))
+            if self.state != ACTIVE:  # nothing of it changes after commit() started
+                self.fixed = fixed
+        fp = mixed_hash((fixed, self.state, tuple(sorted(self.votes)) if self.votes else (),
+                   tuple(sorted(self.acked)) if self.acked else (), self.commit_ts, self.call,
+                   self.attempt))
         if self.state in (COMMITTED, ABORTED):
             self.fp = fp
         return fp
@@ -224,7 +247,8 @@ class Coordinator:
         # matter once this node has more transactions than it keeps outcomes for
         return (sum(t.fingerprint() for t in self.txs.values()) & _MASK,
                 tuple(self.finished) if len(self.txs) >= self.timing.keep_outcomes else (),
-                tuple(sorted((p, tuple(sorted(t))) for p, t in self.parked.items() if t)))
+                tuple(sorted((p, tuple(sorted(t))) for p, t in self.parked.items() if t))
+                if self.parked else ())
 
     def _move(self, out: Outputs, tx: CoordTx, event: str) -> None:
         if tx.state == INIT:  # a record being created: begin() or recovery
@@ -238,7 +262,7 @@ class Coordinator:
         else:
             self.undecided.pop(tx.id, None)
         if new in (COMMITTED, ABORTED):  # the working sets are done with; keep the outcome
-            tx.writes, tx.reads, tx.votes, tx.acked = _DONE, _DONE, _DONE, _DONE
+            tx.writes, tx.reads, tx.scans, tx.votes, tx.acked = _DONE, _DONE, _DONE, _DONE, _DONE
             self.finished[tx.id] = None
             while len(self.finished) > self.timing.keep_outcomes:
                 old = next(iter(self.finished))
@@ -256,7 +280,8 @@ class Coordinator:
 
     # -- phase 1 ---------------------------------------------------------------------------
     def start(self, tx: CoordTx, call: int, plan: dict[str, dict[str, Any]]) -> Outputs:
-        """Begin 2PC. ``plan`` maps each participant to the writes/reads it must validate."""
+        """Begin 2PC. ``plan`` maps each participant to the writes/reads (and, optionally,
+        the scanned ``ranges``) it must validate."""
         out = Outputs()
         tx.call = call
         if not plan:
@@ -267,9 +292,10 @@ class Coordinator:
         self._move(out, tx, "commit")
         tx.participants = sorted(plan)
         for p in tx.participants:
+            extra = {"ranges": plan[p]["ranges"]} if plan[p].get("ranges") else {}
             out.send(self._msg(p, PREPARE, tx, start_ts=tx.start_ts, isolation=tx.isolation,
                                coordinator=self.node_id, participants=tx.participants,
-                               writes=plan[p]["writes"], reads=plan[p]["reads"]))
+                               writes=plan[p]["writes"], reads=plan[p]["reads"], **extra))
         out.timer(("vote", tx.id), self.timing.vote_timeout)
         return out
 
@@ -438,21 +464,30 @@ class PartTx:
     attempt: int = 0
     participants: Sequence[Any] = ()  # everyone the PREPARE named
     fp: int | None = field(default=None, repr=False, compare=False)  # once finished
+    fixed: int | None = field(default=None, repr=False, compare=False)  # hash of the fields
+    # set once by the PREPARE (writes, reads, ranges, coordinator, snapshot)
+    ranges: tuple[Span, ...] = ()  # scanned ranges it validated and holds range locks on
 
     def clone(self) -> PartTx:
         if self.state in (COMMITTED, ABORTED):
             return self  # a finished record never changes again: share it
-        # writes and reads are never changed in place (replaced once, when finished): share
+        # writes, reads and ranges are never changed in place (replaced once, when finished)
         return PartTx(self.id, self.coordinator, self.start_ts, self.writes, self.reads,
-                      self.state, self.commit_ts, self.attempt, self.participants)
+                      self.state, self.commit_ts, self.attempt, self.participants, None,
+                      self.fixed, self.ranges)
 
     def fingerprint(self) -> int:
         if self.fp is not None:
             return self.fp
-        fp = hash((self.id, self.coordinator, self.start_ts, freeze(self.writes),
-                   tuple(self.reads), self.state, self.commit_ts, self.attempt,
-                   tuple(self.participants)))
+        if self.fixed is None:
+            self.fixed = hash((self.id, self.coordinator, self.start_ts, freeze(self.writes),
+                               tuple(self.reads), tuple(self.participants), self.ranges))
+        fp = mixed_hash((self.fixed, self.state, self.commit_ts, self.attempt))
         if self.state in (COMMITTED, ABORTED):
+            # its working sets are gone; the start timestamp still decides when it is
+            # forgotten, and a late PREPARE of an aborted one is answered to its coordinator
+            fp = mixed_hash((self.id, self.state, self.commit_ts, self.start_ts,
+                             self.coordinator))
             self.fp = fp
         return fp
 
@@ -483,9 +518,9 @@ class Participant:
 
     def fingerprint(self) -> tuple:
         # _done only orders forgetting, which the horizon and the states already determine
-        return (sum(t.fingerprint() for t in self.txs.values()) & _MASK,
-                tuple(sorted((c, tuple(sorted(t))) for c, t in self.parked.items() if t)),
-                self.horizon)
+        return (sum([t.fingerprint() for t in self.txs.values()]) & _MASK,
+                tuple(sorted((c, tuple(sorted(t))) for c, t in self.parked.items() if t))
+                if self.parked else (), self.horizon)
 
     def _move(self, out: Outputs, tx: PartTx, event: str) -> None:
         old = tx.state
@@ -550,22 +585,24 @@ class Participant:
             return out
         writes = {k: (v[0], bool(v[1])) for k, v in b["writes"].items()}
         tx = PartTx(msg.tx, b["coordinator"], b["start_ts"], writes, list(b["reads"]),
-                    participants=tuple(b["participants"]))
+                    participants=tuple(b["participants"]), ranges=_spans(b.get("ranges", ())))
         self.txs[tx.id] = tx
         conflicts = self.store.conflicts(
             tx.id, tx.start_ts, list(writes), tx.reads,
-            check_committed=b["isolation"] != "read_committed")
+            check_committed=b["isolation"] != "read_committed", ranges=tx.ranges)
         if conflicts:
             c = conflicts[0]
             self._move(out, tx, "prepare conflict")
             out.send(self._reply(tx, VOTE_NO, reason=str(c), key=c.key, other=c.other,
                                  how=c.how))
             return out
-        self.store.lock(tx.id, tx.start_ts, list(writes), tx.reads)
+        self.store.lock(tx.id, tx.start_ts, list(writes), tx.reads, tx.ranges)
         self._move(out, tx, "prepare ok")
-        out.log("PREPARE", {"tx": tx.id, "coordinator": tx.coordinator, "start_ts": tx.start_ts,
-                            "writes": b["writes"], "reads": tx.reads},
-                force=self.rules.force_prepare)
+        record = {"tx": tx.id, "coordinator": tx.coordinator, "start_ts": tx.start_ts,
+                  "writes": b["writes"], "reads": tx.reads}
+        if tx.ranges:  # optional, so logs without range reads stay byte-identical
+            record["ranges"] = [list(r) for r in tx.ranges]
+        out.log("PREPARE", record, force=self.rules.force_prepare)
         out.send(self._reply(tx, VOTE_YES))
         out.timer(("decision", tx.id), self.timing.decision_timeout)
         return out
@@ -592,7 +629,7 @@ class Participant:
         out.log("COMMIT", {"tx": tx.id, "commit_ts": ts}, force=self.rules.force_commit)
         out.send(self._reply(tx, ACK))
         out.note(role="participant", tx=tx.id, event="released", keys=tuple(tx.writes))
-        tx.writes, tx.reads = {}, ()  # applied and unlocked: only the outcome matters now
+        tx.writes, tx.reads, tx.ranges = {}, (), ()  # applied and unlocked: the outcome stays
         return out
 
     def on_abort(self, msg: Message) -> Outputs:
@@ -627,7 +664,7 @@ class Participant:
             self.store.unlock(tx.id, list(tx.writes), tx.reads)
             out.log("ABORT", {"tx": tx.id})  # presumed abort: never forced
             out.note(role="participant", tx=tx.id, event="released", keys=tuple(tx.writes))
-        tx.writes, tx.reads = {}, ()
+        tx.writes, tx.reads, tx.ranges = {}, (), ()
         return out
 
     def on_timer(self, key: tuple) -> Outputs:
@@ -679,9 +716,10 @@ class Participant:
             self._finished(tx)
         for tx_id, rec in prepared.items():
             writes = {k: (v[0], bool(v[1])) for k, v in rec["writes"].items()}
-            tx = PartTx(tx_id, rec["coordinator"], rec["start_ts"], writes, list(rec["reads"]))
+            tx = PartTx(tx_id, rec["coordinator"], rec["start_ts"], writes, list(rec["reads"]),
+                        ranges=_spans(rec.get("ranges", ())))
             self.txs[tx_id] = tx
-            self.store.lock(tx_id, tx.start_ts, list(writes), tx.reads)
+            self.store.lock(tx_id, tx.start_ts, list(writes), tx.reads, tx.ranges)
             self._move(out, tx, "recover prepared")
             self._ask(out, tx)
         return out

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from kvlab.errors import CorruptLog, InvalidValue
-from kvlab.messages import freeze
+from kvlab.messages import freeze, mixed_hash
 
 _HEADER = struct.Struct("<II")
 
@@ -51,7 +51,7 @@ _MASK = (1 << 64) - 1
 def _record_hash(r: LogRecord) -> int:
     """A record's hash without its LSN (kvlab.explore sums these: a multiset of records)."""
     if r.h is None:
-        r.h = hash((r.type, freeze(r.data))) & _MASK
+        r.h = mixed_hash((r.type, freeze(r.data)))
     return r.h
 _LEN = struct.Struct("<I")
 
