@@ -6,6 +6,8 @@ same process, so the numbers mean something on any machine.
 2. durable 3-node throughput (file WAL, fsync, group commit, 16+ concurrent transactions) vs
    sqlite3 in WAL mode with synchronous=FULL doing the same 2-key transactions: target >= 1.0;
 3. recovery: reopening a data directory replays every node's WAL; records/s, target >= 100k
+4. explorer: distinct states/s of kvlab.explore.search on the two-transaction configuration,
+   vs the naive alternative (copy.deepcopy of a mid-commit cluster per state): >= 5,000 states/s
 5. memory: bytes each transaction leaves behind with the trace and the history off, measured
    between N and 2N transactions after a warm-up (target: about 0, memory flat)
 """
@@ -188,6 +190,40 @@ def replay(directory: str) -> tuple[int, float]:
     return records, secs
 
 
+# -- 4. explorer --------------------------------------------------------------------------------
+def two_commits() -> Cluster:
+    """kvlab.explore's reference configuration: two conflicting commits from two nodes."""
+    c = Cluster(NODES, seed=0)
+    a, b = c["n1"], c["n2"]
+    t1, t2 = a.begin(), b.begin()
+    a.put(t1, "x", 1)
+    a.put(t1, "y", 1)
+    b.put(t2, "y", 2)
+    b.put(t2, "z", 2)
+    a.commit_async(t1)
+    b.commit_async(t2)
+    return c
+
+
+def explorer(states: int) -> tuple[float, float]:
+    """(states/s of the search, states/s a deepcopy per state would allow at best)."""
+    import copy
+
+    from kvlab import explore
+
+    r = explore.search(two_commits, crashes=1, max_states=states, progress=False)
+    c = two_commits()
+    for _ in range(12):  # mid-commit: prepares delivered, votes and flushes in flight
+        c.step()
+    gc.collect()
+    n = 50
+    t = time.perf_counter()
+    for _ in range(n):
+        copy.deepcopy(c, {id(c.lock): c.lock})  # (a lock cannot be copied; share it)
+    per = (time.perf_counter() - t) / n
+    return r.rate, 1 / per
+
+
 # -- 5. memory ---------------------------------------------------------------------------------
 def _rss() -> int:
     """Resident set size in bytes (Linux /proc; elsewhere the peak from getrusage)."""
@@ -226,6 +262,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--tx", type=int, default=3000, help="transactions per throughput run")
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--dir", default=None, help="where to put the WAL files (default: a temp dir)")
+    ap.add_argument("--explore-states", type=int, default=50_000,
+                    help="states for the explorer figure (0: skip it)")
     ap.add_argument("--memory-tx", type=int, default=40_000,
                     help="transactions per memory phase (0: skip the memory figure)")
     args = ap.parse_args(argv)
@@ -247,6 +285,11 @@ def main(argv: list[str] | None = None) -> None:
         n, secs = replay(os.path.join(tmp, "replay"))
         print(f"3. recovery replay: {n:,} records in {secs * 1000:.0f} ms = {n / secs:,.0f} "
               f"records/s  (target >= 100,000)")
+        if args.explore_states:
+            rate, naive = explorer(args.explore_states)
+            print(f"4. explorer, 2 commits on 3 nodes, crashes=1: {rate:8,.0f} states/s   naive "
+                  f"deepcopy per state at best {naive:8,.0f} states/s   ratio {rate / naive:.1f}  "
+                  f"(target >= 5,000 states/s)")
         if args.memory_tx:
             per, a, b = retained(args.memory_tx)
             print(f"5. memory, trace and history off: {per:,.1f} bytes retained per transaction "

@@ -18,6 +18,7 @@ from kvlab.errors import (
     ConfigurationError,
     InvalidKey,
     InvalidValue,
+    TransactionClosed,
     TransactionNotFound,
 )
 from kvlab.history import Op, Txn
@@ -142,6 +143,49 @@ class CommitHandle:
         return f"<CommitHandle {self.tx} on {self.node}: {state}>"
 
 
+class ReadHandle:
+    """A read started with ``get_async``: it is answered while the cluster runs (at once, or
+    when a prepared writer it must wait for is decided). ``value`` once ``done``."""
+
+    def __init__(self, driver: Driver, node: Any, tx: str, key: str, number: int) -> None:
+        self.cluster, self.node, self.tx, self.key = driver, node, tx, key
+        self._calls = driver._calls  # type: ignore[attr-defined]
+        self._number = number
+        self.call: int | None = None
+        self.done = False
+        self._value: Any = None
+        self.error: Exception | None = None
+
+    def _journal_target(self) -> tuple[str, int]:
+        return ("handle", self._number)
+
+    def _settle(self, value: Any, error: Exception | None) -> None:
+        self.done, self._value, self.error = True, value, error
+
+    @property
+    def value(self) -> Any:
+        """What the read returned (None if no version was visible); raises its error."""
+        with self._calls.lock:
+            if not self.done:
+                raise TransactionClosed(f"the read of {self.key!r} by {self.tx} has no answer "
+                                        f"yet: step or run the cluster, or call wait()")
+            if self.error is not None:
+                raise self.error
+            return _copy(self._value)
+
+    @public()
+    def wait(self) -> Any:
+        """Run the cluster until the read is answered; return the value."""
+        if not self.done:
+            self.cluster.wait(self.node, lambda: self.done, f"get({self.tx!r}, {self.key!r})",
+                              self.call, abandon=False)
+        return self.value
+
+    def __repr__(self) -> str:
+        state = "waiting" if not self.done else ("failed" if self.error else repr(self._value))
+        return f"<ReadHandle {self.tx} {self.key!r} on {self.node}: {state}>"
+
+
 class Node:
     """The classic per-node API: begin, get, put, delete, commit, rollback."""
 
@@ -182,11 +226,28 @@ class Node:
         d = self.cluster
         res: ReadResult = d.call(self.id, lambda call: Get(call, tx, key),
                                  f"get({tx!r}, {key!r})")
+        self._record_read(tx, key, res)
+        return _copy(res.value)
+
+    @public()
+    def get_async(self, tx: str, key: str) -> ReadHandle:
+        """Start a read and return at once: it may have to wait for a prepared writer, which
+        stepping the cluster resolves (``handle.value`` once ``handle.done``). Lets a read race
+        two-phase commits message by message, in the explorer and in kvlab.explore."""
+        check_tx(tx)
+        check_key(key)
+        handle = ReadHandle(self.cluster, self.id, tx, key, self._calls.handles)
+        self.cluster.start_read(self.id, tx, key, handle)
+        self._calls.handles += 1
+        return handle
+
+    def _record_read(self, tx: str, key: str, res: ReadResult) -> None:
+        """A read's answer arrived: into the history and the trace (sync and async alike)."""
+        d = self.cluster
         if d.history is not None:
             d.history[tx].ops.append(Op("r", key, _copy(res.value), res.writer, res.version_ts,
                                         res.deleted))
         d.record_call(self.id, "get", tx=tx, key=key, value=res.value, writer=res.writer)
-        return _copy(res.value)
 
     @public()
     def put(self, tx: str, key: str, value: Any) -> None:

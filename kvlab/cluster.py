@@ -28,7 +28,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from kvlab.client import CommitHandle, Node, Outcome
+from kvlab.client import CommitHandle, Node, Outcome, ReadHandle
 from kvlab.driver import _Calls, public
 from kvlab.effects import Outbox, Outputs
 from kvlab.errors import (
@@ -169,6 +169,7 @@ class Cluster:
         self._call_ids = itertools.count(1)
         self._replies: dict[int, Any] = {}
         self._commit_calls: dict[int, tuple[Any, str, CommitHandle]] = {}
+        self._read_calls: dict[int, ReadHandle] = {}  # get_async calls not answered yet
         self._timers: dict[tuple[Any, tuple], int] = {}
         self._flush_due: dict[Any, bool] = dict.fromkeys(ids, False)
         self._incarnation: dict[Any, int] = dict.fromkeys(ids, 0)
@@ -369,6 +370,10 @@ class Cluster:
             handle._settle(False, why, None)
             if self.history is not None:
                 self._history_outcome(tx, False, why, None)
+        for call in [c for c, h in self._read_calls.items() if h.node == node_id]:
+            self._read_calls.pop(call)._settle(None, NodeUnavailable(
+                f"{node_id} crashed before the read was answered; its transaction is gone "
+                f"with it (restart the node and begin a new one)"))
         if self.history is not None:
             for txn in self.history:
                 if txn.node == node_id and txn.status == "active":
@@ -528,6 +533,18 @@ class Cluster:
         self.record_call(node, "commit", tx=tx)
         self._commit_calls[call] = (node, tx, handle)
         self._apply(node, core.handle(Commit(call, tx)))
+
+    def start_read(self, node: Any, tx: str, key: str, handle: ReadHandle) -> None:
+        from kvlab.node import Get
+
+        core = self._live(node)
+        call = handle.call = next(self._call_ids)
+        self._read_calls[call] = handle
+        try:
+            self._apply(node, core.handle(Get(call, tx, key)))
+        except BaseException:
+            del self._read_calls[call]
+            raise
 
     def wait(self, node: Any, ready: Any, what: str, call: int | None = None,
              abandon: bool = True) -> None:
@@ -783,6 +800,13 @@ class Cluster:
         for reply in out.replies:
             if reply.call in self._commit_calls:
                 self._settle(reply.call, reply)
+            elif reply.call in self._read_calls:
+                handle = self._read_calls.pop(reply.call)
+                if reply.error is None:
+                    self._handles[handle.node]._record_read(handle.tx, handle.key, reply.value)
+                    handle._settle(reply.value.value, None)
+                else:
+                    handle._settle(None, reply.error)
             else:
                 self._replies[reply.call] = reply
         if out.watch:  # a peer that is reachable now is retried at the capped backoff
@@ -845,4 +869,4 @@ class Cluster:
         self._apply(node, out)
 
 
-__all__ = ["Cluster", "Node", "CommitHandle", "Outcome", "check_node_ids"]
+__all__ = ["Cluster", "Node", "CommitHandle", "ReadHandle", "Outcome", "check_node_ids"]

@@ -133,6 +133,7 @@ class Result:
     transitions: int = 0
     terminal: int = 0
     setup: Callable[[], Cluster] | None = field(default=None, repr=False)
+    finish: bool = False  # the violation shows once crashed nodes restart and the run ends
 
     @property
     def rate(self) -> float:
@@ -140,10 +141,18 @@ class Result:
         return self.states / self.elapsed if self.elapsed > 0 else 0.0
 
     def replay(self) -> Cluster:
-        """A cluster in the state the schedule leads to, trace and history intact."""
+        """A cluster in the state the schedule leads to, trace and history intact (for a
+        violation found at the end of a schedule: after restarting every crashed node and
+        running until quiet, where it shows)."""
         if self.setup is None:
             raise ExploreError("this result has no setup to replay from")
-        return replay(self.setup, self.schedule)
+        return replay(self.setup, self.schedule, finish=self.finish)
+
+    def explain(self) -> list[str]:
+        """The schedule as sentences: each choice and what it made the nodes do."""
+        if self.setup is None:
+            raise ExploreError("this result has no setup to replay from")
+        return explain(self.setup, self.schedule, finish=self.finish)
 
     def __str__(self) -> str:
         head = (f"{self.status}: {self.states:,} states, depth {self.depth}, "
@@ -175,15 +184,72 @@ def _prepare(c: Any) -> Cluster:
     return c
 
 
-def replay(setup: Callable[[], Cluster], schedule: Iterable[Choice]) -> Cluster:
+def replay(setup: Callable[[], Cluster], schedule: Iterable[Choice],
+           finish: bool = False) -> Cluster:
     """Run ``setup()`` again and make the schedule's choices through the public API: by
-    determinism the same state, with its trace and history, for :mod:`kvlab.viz`."""
+    determinism the same state, with its trace and history, for :mod:`kvlab.viz`.
+    ``finish``: then restart every crashed node and run until quiet, as the end-of-schedule
+    checks do."""
     c = _prepare(setup())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", TornTailWarning)
         for i, choice in enumerate(schedule, 1):
             _replay_one(c, i, choice)
+        if finish:
+            _finish(c)
     return c
+
+
+def _finish(c: Cluster) -> None:
+    for n in c.ids:
+        if not c.up(n):
+            c.restart(n)
+    c.run(max_steps=100_000)
+
+
+def explain(setup: Callable[[], Cluster], schedule: Iterable[Choice],
+            finish: bool = False) -> list[str]:
+    """One sentence per step of ``schedule``: the choice, then what it made happen (state
+    changes, log records, flushes, messages lost) as the trace records it; with ``finish``, a
+    last line for restarting every crashed node and running until quiet."""
+    c = _prepare(setup())
+    lines = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TornTailWarning)
+        for i, choice in enumerate(schedule, 1):
+            start = len(c.trace)
+            _replay_one(c, i, choice)
+            lines.append(_sentence(f"{i}. {choice}", c.trace[start:]))
+        if finish:
+            start = len(c.trace)
+            _finish(c)
+            lines.append(_sentence("then every crashed node restarts and the cluster runs "
+                                   "until quiet", c.trace[start:]))
+    return lines
+
+
+def _sentence(head: str, events: Any) -> str:
+    parts = [p for p in map(_event_phrase, events) if p]
+    return head + (": " + "; ".join(dict.fromkeys(parts)) if parts else "")
+
+
+def _event_phrase(e: Any) -> str | None:
+    d = e.data
+    if e.kind == "state" and "new" in d and d["old"] != d["new"]:
+        return f"{e.node}'s {d['role']} moves {d['tx']} from {d['old']} to {d['new']}"
+    if e.kind == "wal":
+        return f"{e.node} logs {d['type']} {d.get('tx') or ''}".rstrip() + (
+            " (forced: what it says next waits for the flush)" if d.get("force") else "")
+    if e.kind == "flush":
+        return f"{e.node}'s log is durable up to LSN {d['lsn']}"
+    if e.kind == "drop":
+        return f"#{d['id']} is lost ({d['reason']})"
+    if e.kind == "crash":
+        return f"{e.node} loses its memory and {d['lost_records']} unflushed record(s)"
+    if e.kind == "restart":
+        doubt = ", ".join(d["in_doubt"]) or "nothing"
+        return f"{e.node} replays {d['replayed']} record(s); in doubt: {doubt}"
+    return None
 
 
 def _replay_one(c: Cluster, i: int, choice: Choice) -> None:
@@ -194,6 +260,13 @@ def _replay_one(c: Cluster, i: int, choice: Choice) -> None:
                                f"must build the same cluster every time (fixed seed, same "
                                f"calls)")
     choice.apply(c)
+
+
+def fingerprint(c: Cluster, budgets: tuple[int, ...] = (0, 0, 0, 0)) -> int:
+    """The search's fingerprint of ``c``'s state (a cluster from :func:`replay`): equal for
+    two states exactly when they have the same futures (see the module docstring)."""
+    nodes = {n: _NodeSnap(c, n) for n in c.ids}
+    return _fingerprint(c, nodes, tuple(budgets), list(c.history))
 
 
 class _NodeSnap:
@@ -237,14 +310,16 @@ def _fingerprint(c: Cluster, nodes: dict[Any, _NodeSnap], budgets: tuple[int, ..
                  sum(map(mixed_hash, c._timers)) & _MASK,
                  tuple(sorted(net.groups.items(), key=str)) if net.groups else (),
                  c.tso.last, tuple([(t.id, t.status) for t in history if t.status != "active"]),
-                 tuple(c._commit_calls), budgets))
+                 tuple(c._commit_calls), tuple(c._read_calls),
+                 tuple([tuple([(o.key, o.writer, o.version_ts) for o in t.ops if o.kind == "r"])
+                        for t in history]), budgets))
 
 
 class _Snap:
     """A whole state: node parts plus the cluster-level rest (copied once, when new)."""
 
     __slots__ = ("nodes", "in_flight", "groups", "next_id", "timers", "tso", "now", "seq",
-                 "commits", "handles", "history", "replies", "budgets", "fp")
+                 "commits", "handles", "reads", "history", "replies", "budgets", "fp")
 
     def __init__(self, c: Cluster, nodes: dict[Any, _NodeSnap], budgets: tuple[int, ...],
                  history: list[Any], fp: int) -> None:
@@ -259,7 +334,8 @@ class _Snap:
         self.commits = dict(c._commit_calls)
         self.handles = tuple((h, h._result, h.reason, h.commit_ts)
                              for _, _, h in self.commits.values())
-        self.history = tuple((t, t.status, t.commit_ts, t.reason) for t in history)
+        self.reads = dict(c._read_calls)
+        self.history = tuple((t, t.status, t.commit_ts, t.reason, len(t.ops)) for t in history)
         self.replies = dict(c._replies)
         self.budgets = budgets
         self.fp = fp
@@ -277,8 +353,13 @@ class _Snap:
         c._commit_calls = dict(self.commits)
         for h, result, reason, ts in self.handles:
             h._result, h.reason, h.commit_ts = result, reason, ts
-        for t, status, ts, reason in self.history:
+        for t, status, ts, reason, ops in self.history:
             t.status, t.commit_ts, t.reason = status, ts, reason
+            del t.ops[ops:]  # reads answered on another branch
+        if self.reads or c._read_calls:
+            c._read_calls = dict(self.reads)
+            for h in self.reads.values():
+                h.done, h._value, h.error = False, None, None
         c._replies = dict(self.replies) if self.replies else {}
 
 
@@ -364,6 +445,9 @@ def finished(c: Cluster) -> str | None:
             why = _present(c._cores[n], n, txn)
             if why:
                 return f"the client was told {tx} committed, but {why}"
+    why = _stale_read(c)
+    if why:
+        return why
     levels = {t.isolation for t in c.history}
     if levels:
         level = min(levels, key=_LEVEL_ORDER.index)
@@ -371,6 +455,26 @@ def finished(c: Cluster) -> str | None:
         if not rep.ok:
             a = rep.anomalies[0]
             return f"the history is not {level}: {a.name}: {a.explanation}"
+    return None
+
+
+def _stale_read(c: Cluster) -> str | None:
+    """A snapshot read that missed a version committed at or below its snapshot (what a read
+    that ignores a prepared writer would do)."""
+    committed = [t for t in c.history if t.status == "committed" and t.commit_ts is not None]
+    for t in c.history:
+        if t.isolation == "read_committed" or t.start_ts is None:
+            continue
+        for op in t.ops:
+            if op.kind != "r" or op.writer == t.id:
+                continue
+            seen = op.version_ts or 0
+            for w in committed:
+                if w.id != t.id and seen < w.commit_ts <= t.start_ts and any(
+                        o.key == op.key for o in w.writes):
+                    return (f"{t.id} read {op.key!r} from {op.writer or 'the initial state'}, "
+                            f"but {w.id} committed it at ts {w.commit_ts}, within {t.id}'s "
+                            f"snapshot (ts {t.start_ts}): a stale snapshot read")
     return None
 
 
@@ -517,7 +621,7 @@ def search(setup: Callable[[], Cluster], crashes: int = 1, drops: int = 0,
     schedule) or ``"dfs"``. Stops at a violation, when everything reachable was visited
     ("exhausted"), or at ``max_states`` / ``time_limit`` seconds / ``max_depth`` / Ctrl-C
     ("limit", with what was found so far). ``progress``: a tqdm bar (default: on for searches
-    that run longer than a second or two).
+    that run longer than a few seconds).
     """
     for name, v in (("crashes", crashes), ("drops", drops), ("duplicates", duplicates),
                     ("timeouts", timeouts)):
@@ -543,7 +647,7 @@ def _run(setup: Callable[[], Cluster], budgets: dict[str, int], invariants: list
     frontier: deque[tuple[_Snap, int]] = deque([(root, 0)])
     pop = frontier.popleft if strategy == "bfs" else frontier.pop
     transitions = terminal = depth_seen = 0
-    status, violation, at = "exhausted", None, None
+    status, violation, at, finish = "exhausted", None, None, False
     bar = _Progress(progress)
 
     def schedule_to(fp: int, last: Choice | None = None) -> Schedule:
@@ -569,6 +673,7 @@ def _run(setup: Callable[[], Cluster], budgets: dict[str, int], invariants: list
                 why = s.end_check(state)
                 if why:
                     status, violation, at = "violation", why, schedule_to(state.fp)
+                    finish = True
                     break
                 continue
             if max_depth is not None and depth >= max_depth:
@@ -598,11 +703,11 @@ def _run(setup: Callable[[], Cluster], budgets: dict[str, int], invariants: list
     except KeyboardInterrupt:
         status = "limit"
     finally:
-        bar.close()
+        bar.close(len(parents))
     if status == "violation":
         depth_seen = len(at)
     return Result(status, len(parents), depth_seen, time.perf_counter() - start, violation,
-                  at or Schedule(), transitions, terminal, setup)
+                  at or Schedule(), transitions, terminal, setup, finish)
 
 
 class _Progress:
@@ -617,19 +722,21 @@ class _Progress:
             return
         self.last = now
         if self.bar is None:
-            if self.want is None and now - start < 1.0:
+            if self.want is None and now - start < 3.0:
                 return
             from tqdm.auto import tqdm
-            self.bar = tqdm(desc="explore", unit=" states", total=None)
+            self.bar = tqdm(desc="explore", unit=" states", total=None, initial=states)
         self.bar.n = states
         self.bar.set_postfix(depth=depth, rate=f"{states / (now - start):,.0f}/s",
                              refresh=False)
         self.bar.refresh()
 
-    def close(self) -> None:
+    def close(self, states: int) -> None:
         if self.bar is not None:
+            self.bar.n = states  # the final count, not the last refresh's
+            self.bar.refresh()
             self.bar.close()
 
 
-__all__ = ["search", "replay", "Result", "Schedule", "Choice", "safety", "finished",
-           "ExploreError"]
+__all__ = ["search", "replay", "explain", "fingerprint", "Result", "Schedule", "Choice",
+           "safety", "finished", "ExploreError"]
