@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import gc
 import re
 import warnings
@@ -17,6 +18,7 @@ import kvlab
 from kvlab import twopc, viz
 from kvlab.messages import KINDS
 from kvlab.viz import style as st
+from kvlab.viz.animation import FRAME_KINDS, frame_indices
 from kvlab.viz.common import new_figure
 from kvlab.viz.scene import replay_steps, step_indices
 from kvlab.viz.sequence import select
@@ -477,17 +479,62 @@ def test_wal_view_empty(empty):
 
 
 # -- animation --------------------------------------------------------------------------------
-def test_animation_one_frame_per_step(empty):
+def stepped_commit() -> tuple[kvlab.Cluster, str, int]:
+    """Chapter 4's commit, stepped by hand: the cluster, the transaction, how many steps."""
+    c = kvlab.Cluster(NODES, seed=0)
+    tx = start(c, "n1", x=1)
+    steps = 0
+    while not c.quiet:
+        c.step()
+        steps += 1
+    return c, tx, steps
+
+
+def test_animation_one_frame_per_step_flushes_included():
+    c, tx, steps = stepped_commit()
+    assert steps == 21  # what chapter 4 walks through
+    anim = viz.animate(c, tx=tx, interval=50)
+    assert len(anim.scenes) == len(anim.steps) == steps
+    kinds = [e.kind for e in anim.steps]
+    assert kinds.count("flush") == 7 and kinds.count("deliver") == 14
+    assert kinds[3:6] == ["flush"] * 3  # the PREPARE records made durable, then the votes
+    vote = anim.scenes[3]
+    assert any(f.kind == "VOTE_YES" for f in vote.in_flight)
+    assert not any(f.kind == "VOTE_YES" for f in anim.scenes[2].in_flight)  # log first
+    assert [s.step for s in anim.scenes] == list(range(1, 22))
+
+
+def test_animation_frames_are_the_steps_of_the_trace(empty):
     commit(empty, "n1", x=1)
     empty.run()
     anim = viz.animate(empty, interval=50)
-    steps = step_indices(empty.trace)
-    assert len(anim.scenes) == len(steps) == len(anim.steps) > 10
-    assert [e.seq for e in anim.steps] == [empty.trace[i].seq for i in steps]
-    assert {e.kind for e in anim.steps} <= set(viz.STEP_KINDS)
-    html = anim.to_jshtml()
-    assert html.count("data:image/png") == len(steps)
+    frames = frame_indices(empty.trace)
+    assert frames == sorted(step_indices(empty.trace)
+                            + [i for i, e in enumerate(empty.trace) if e.kind == "flush"])
+    assert len(anim.scenes) == len(frames) > 10
+    assert [e.seq for e in anim.steps] == [empty.trace[i].seq for i in frames]
+    assert {e.kind for e in anim.steps} <= set(FRAME_KINDS)
     assert "ts-retry" not in " ".join(str(e) for e in anim.steps)  # no-op timers skipped
+
+
+def test_animation_player_shows_its_first_frame_without_javascript():
+    c, tx, steps = stepped_commit()
+    anim = viz.animate(c, tx=tx, interval=900)
+    page = anim.to_jshtml()
+    assert 'class="kvlab-anim"' in anim._repr_html_()  # a cell's value shows the same player
+    outside = re.sub(r"<script>.*?</script>", "", page, flags=re.S)
+    img = re.search(r'<img id="kvlab_anim_\w+-img" src="(data:image/png;base64,[^"]+)" '
+                    r'width="(\d+)" height="(\d+)"', outside)
+    assert img, "the first frame must be the <img>'s own src, outside any script"
+    first = base64.b64decode(img.group(1).split(",", 1)[1])
+    assert first == anim.frames_png()[0] and first.startswith(b"\x89PNG")
+    assert (int(img.group(2)), int(img.group(3))) == (630, 500)  # laid out before it loads
+    assert page.count("data:image/png") == steps  # each frame once: 0 in the img, rest in JS
+    assert f'max="{steps - 1}"' in page and f"step 1 of {steps}" in outside
+    assert "https://" not in page and "font-awesome" not in page  # works offline
+    assert min(int(px) for px in re.findall(r"font-size:\s*(\d+)px", page)) >= 12
+    assert outside.count("<button") == 5 and all(
+        w in outside for w in ("First</button>", "Back</button>", ">Play", "Next &rsaquo;"))
 
 
 def test_animation_replay_matches_the_live_cluster(faulty):
@@ -506,7 +553,7 @@ def test_animation_filters_and_errors(faulty, empty):
     tx = faulty.history.committed[-1].id
     anim = viz.animate(faulty.trace, tx=tx, last=5)
     assert len(anim.scenes) == 5
-    assert all(e.tx == tx or e.kind in ("crash", "restart", "partition", "heal")
+    assert all(e.tx == tx or e.kind in ("crash", "restart", "partition", "heal", "flush")
                for e in anim.steps)
     assert anim.scenes[-1].step == 5
     with warnings.catch_warnings(record=True) as caught:

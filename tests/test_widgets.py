@@ -71,7 +71,9 @@ def test_step_advances_exactly_one_event(ex):
         twin.step()
         assert ex.cluster.trace.digest() == twin.trace.digest()
     assert ex.sequence_image.value != before
-    assert "▶" in ex.log.value
+    labels = [label for label, _ in ex.log.options]
+    assert labels[-1].startswith("▶") and not labels[0].startswith("▶")
+    assert len(ex.steps) == 6 and ex.steps[0] == "T1 on n1" and ex.steps[-1] == "step"
 
 
 def test_step_when_quiet_says_so(ex):
@@ -224,3 +226,315 @@ def test_form_parsing():
     ex.tx_reads.value = ex.tx_writes.value = ""
     ex.tx_button.click()
     assert "at least one" in ex.last_error and len(ex.cluster.history) == 0
+
+
+# -- history: Reset, Back and the History slider -----------------------------------------------
+def digests_along(ex: ClusterExplorer, actions) -> list[str]:
+    """Take each action (a callable on ex), return the trace digest after each."""
+    out = []
+    for act in actions:
+        act()
+        assert ex.last_error is None, ex.last_error
+        out.append(ex.cluster.trace.digest())
+    return out
+
+
+def setup_cluster() -> kvlab.Cluster:
+    """A scenario made outside the explorer: T1 committing, its PREPAREs in flight."""
+    c = kvlab.Cluster(NODES, seed=3)
+    n1 = c["n1"]
+    tx = n1.begin()
+    n1.put(tx, "x", 1)
+    n1.commit_async(tx)
+    return c
+
+
+def test_reset_replays_the_scenario_and_puts_every_control_back():
+    c = setup_cluster()
+    scenario = c.journal
+    at_start = c.trace.digest()
+    ex = ClusterExplorer(c)
+    begin_commit(ex, "n2", "y=2")
+    ex.partition_group.value = ("n1",)
+    ex.partition_button.click()
+    ex.node_picker.value = ex.tx_node.value = ex.versions_node.value = "n3"
+    ex.crash_button.click()
+    ex.torn.value = True
+    ex.tx_writes.value = "z=9"
+    ex.run_button.click()
+    ex.history.value = 2
+    ex.reset_button.click()
+    assert ex.last_error is None
+    fresh = kvlab.Cluster.replay(c.options, scenario)
+    assert ex.cluster is not c and ex.cluster.trace.digest() == fresh.trace.digest() == at_start
+    assert [e.kind for e in ex.cluster.pending()] == ["PREPARE"] * 3  # the demo transaction
+    assert ex.partition_group.value == () and ex.torn.value is False
+    assert ex.node_picker.value == ex.tx_node.value == ex.versions_node.value == "n1"
+    assert ex.tx_writes.value == "" and ex.handles == []
+    assert (ex.history.value, ex.history.max, ex.position, ex.steps) == (0, 0, 0, [])
+    assert ex.back_button.disabled and ex.history.disabled
+    assert ex.messages.value == ex.cluster.pending()[0].id
+    assert "the start" in ex.history_label.value and "reset" in ex.status.value
+
+
+def test_what_the_setup_cell_did_before_showing_the_explorer_is_the_start():
+    ex = ClusterExplorer(kvlab.Cluster(NODES, seed=1))
+    handle = ex.start_transaction("n1", writes={"x": 1, "y": 2})  # the tour's demo
+    ex._repr_mimebundle_()  # what Jupyter does when the cell shows it
+    at_start = ex.cluster.trace.digest()
+    assert ex.steps == [] and ex.handles == [handle]
+    ex.run_button.click()
+    assert handle.committed and len(ex.steps) > 10
+    ex.reset_button.click()
+    assert ex.cluster.trace.digest() == at_start
+    assert [e.kind for e in ex.cluster.pending()] == ["PREPARE"] * 3
+    assert [h.tx for h in ex.handles] == [handle.tx] and not ex.handles[0].done
+    ex.back_button.click()
+    assert "nothing to go back to" in ex.last_error
+
+
+def test_back_undoes_one_step_and_step_again_gives_the_same_trace(ex):
+    begin_commit(ex)
+    ex.step_button.click()
+    ex.step_button.click()
+    before = ex.cluster.trace.digest()
+    ex.step_button.click()
+    after = ex.cluster.trace.digest()
+    assert before != after
+    ex.back_button.click()
+    assert ex.last_error is None and ex.cluster.trace.digest() == before
+    assert "undid step" in ex.status.value
+    ex.step_button.click()
+    assert ex.cluster.trace.digest() == after
+    assert ex.history.max == len(ex.steps) == 4  # the undone step was replaced, not added
+
+
+def test_back_undoes_run_one_event_at_a_time():
+    twin = setup_cluster()
+    ex = ClusterExplorer(setup_cluster())
+    ex.run_button.click()
+    n = len(ex.steps)
+    assert n > 10 and set(ex.steps) == {"step (Run)"}
+    for _ in range(n - 1):
+        twin.step()
+    ex.back_button.click()
+    assert ex.cluster.trace.digest() == twin.trace.digest()
+    assert ex.history.value == n - 1 and ex.history.max == n
+
+
+def test_back_walks_through_every_kind_of_action(ex):
+    def node(name):
+        return lambda: setattr(ex.node_picker, "value", name)
+
+    chosen = []
+
+    def pick(i):
+        chosen.append(ex.cluster.pending()[i].id)
+        ex.messages.value = chosen[-1]
+
+    actions = [
+        lambda: begin_commit(ex, "n1", "x=1"),
+        ex.step_button.click,
+        lambda: (pick(-1), ex.deliver_button.click()),
+        lambda: (pick(0), ex.drop_button.click()),
+        lambda: (node("n2")(), ex.crash_button.click()),
+        lambda: (setattr(ex.partition_group, "value", ("n3",)), ex.partition_button.click()),
+        ex.heal_button.click,
+        lambda: (node("n2")(), ex.restart_button.click()),
+        ex.run_button.click,
+    ]
+    start = ex.cluster.trace.digest()
+    seen = digests_along(ex, actions)
+    n = len(ex.steps)
+    assert ex.steps[:8] == ["T1 on n1", "step", f"deliver #{chosen[0]}", f"drop #{chosen[1]}",
+                            "crash n2", "partition n3 | n1 n2", "heal", "restart n2"]
+    run_steps = n - 8
+    for _ in range(run_steps):
+        ex.back_button.click()
+    for expected in reversed(seen[:-1]):
+        assert ex.cluster.trace.digest() == expected
+        ex.back_button.click()
+    assert ex.position == 0 and ex.cluster.trace.digest() == start
+    assert ex.back_button.disabled and ex.last_error is None
+    ex.history.value = n  # the present is still there
+    assert ex.cluster.trace.digest() == seen[-1]
+
+
+def test_the_history_slider_shows_the_cluster_after_k_steps(ex):
+    begin_commit(ex)
+    present = ex.cluster
+    seen = digests_along(ex, [ex.step_button.click] * 6)
+    lengths = [len(ex.cluster.trace)]
+    assert (ex.history.min, ex.history.max, ex.history.value) == (0, 7, 7)
+    assert "step 7 of 7" in ex.history_label.value
+    ex.history.value = 3
+    assert ex.cluster is not present and ex.position == 3
+    assert ex.cluster.trace.digest() == seen[1]  # step 3 = the transaction and two steps
+    assert "step 3 of 7: step" in ex.history_label.value
+    assert "looking back" in ex.history_label.value and "steps 4–7" in ex.history_label.value
+    assert ex.status.value.endswith(f"{len(ex.cluster.trace)} events")
+    assert len(ex.cluster.trace) < lengths[0]
+    ex.history.value = 7
+    assert ex.cluster is present and ex.cluster.trace.digest() == seen[-1]
+    assert "looking back" not in ex.history_label.value
+
+
+def test_a_new_action_while_looking_back_discards_the_future(ex):
+    begin_commit(ex)
+    seen = digests_along(ex, [ex.step_button.click] * 4)
+    ex.history.value = 2
+    ex.step_button.click()  # the same step again: the same trace (determinism)
+    assert ex.cluster.trace.digest() == seen[1] and ex.history.max == 3
+    ex.history.value = 1
+    ex.messages.value = ex.cluster.pending()[-1].id  # not the one Step would deliver
+    ex.deliver_button.click()
+    assert ex.history.max == 2 and ex.steps[-1].startswith("deliver #")
+    assert ex.cluster.trace.digest() != seen[0]
+    ex.history.value = 0
+    ex.history.value = 2
+    assert ex.steps[-1].startswith("deliver #") and ex.cluster.trace[-1].kind != "flush"
+
+
+def test_play_while_looking_back_continues_from_there(ex):
+    begin_commit(ex)
+    seen = digests_along(ex, [ex.step_button.click] * 3)
+    ex.history.value = 1
+    ex.play.value = 1  # one tick
+    assert ex.cluster.trace.digest() == seen[0] and ex.history.max == 2
+
+
+def test_calls_made_from_python_become_a_step(ex):
+    begin_commit(ex)
+    ex.cluster.step()  # explorer.cluster is an ordinary cluster
+    ex.cluster.step()
+    ex.step_button.click()
+    assert ex.steps == ["T1 on n1", "calls from Python", "step"]
+    after = ex.cluster.trace.digest()
+    ex.back_button.click()
+    ex.back_button.click()
+    ex.history.value = 3
+    assert ex.cluster.trace.digest() == after
+
+
+def test_replay_matches_cluster_replay_and_keeps_handles(ex):
+    from kvlab.widgets import replay
+
+    begin_commit(ex, "n1", "x=1")
+    ex.node_picker.value = "n2"
+    ex.crash_button.click()
+    ex.partition({"n1"})
+    ex.run()
+    ex.heal()
+    ex.restart("n2")
+    with pytest.raises(kvlab.KvlabError):
+        ex.cluster.node("n1").put("T9", "k", 1)  # fails: journaled, skipped by both replays
+    ex.run()
+    journal = ex.cluster.journal
+    mine, handles = replay(ex.cluster.options, journal)
+    theirs = kvlab.Cluster.replay(ex.cluster.options, journal)
+    assert mine.trace.digest() == theirs.trace.digest() == ex.cluster.trace.digest()
+    assert [h.tx for h in handles] == ["T1"]
+
+
+def test_data_dir_clusters_reset_with_the_factory_and_have_no_back(tmp_path):
+    runs = iter(range(100))
+
+    def make() -> kvlab.Cluster:
+        return kvlab.Cluster(NODES, data_dir=tmp_path / str(next(runs)))
+
+    ex = ClusterExplorer(factory=make)
+    begin_commit(ex)
+    ex.step_button.click()
+    assert ex.back_button.disabled and ex.history.disabled
+    assert "on disk" in ex.history_label.value
+    with pytest.raises(kvlab.KvlabError, match="cannot be replayed in memory"):
+        ex.back()
+    ex.reset_button.click()
+    assert ex.last_error is None and len(ex.cluster.trace) == 0
+    ex._repr_mimebundle_()  # nothing to fold in, and nothing breaks
+    ex.cluster.close()
+    disk = kvlab.Cluster(NODES, data_dir=tmp_path / "other")
+    with pytest.raises(kvlab.KvlabError, match="cannot be replayed in memory"):
+        ClusterExplorer(disk)
+    disk.close()
+
+
+# -- the inspector -----------------------------------------------------------------------------
+def race(ex: ClusterExplorer) -> None:
+    """T1 on n1 and T2 on n2 both write x: T2's PREPAREs meet T1's locks and get VOTE_NO."""
+    begin_commit(ex, "n1", "x=1, note=hello")
+    begin_commit(ex, "n2", "x=2")
+    for _ in range(6):
+        ex.step_button.click()
+
+
+def test_inspector_shows_a_prepares_writes_and_reads(ex):
+    ex.tx_node.value = "n1"
+    ex.tx_isolation.value = "serializable"  # so the PREPAREs carry the reads to validate
+    ex.tx_reads.value = "r"
+    ex.tx_writes.value = "x=1, y=hello, l=[1, 2, 3, 4, 5, 6, 7, 8, 9]"
+    ex.tx_button.click()
+    prepare = next(e for e in ex.cluster.pending() if e.kind == "PREPARE" and e.dst == "n2")
+    ex.messages.value = prepare.id
+    text = ex.inspector.value
+    assert f"#{prepare.id} n1 → n2 PREPARE T1" in text
+    assert "x=1, y=&#x27;hello&#x27;, l=[1, 2, 3, 4, 5, 6, … +3 more]" in text
+    assert ">reads</td>" in text and ">r</td>" in text and ">n1, n2, n3</td>" in text
+    assert "in flight" in text and "{" not in text.split("</table>")[0].split("writes")[1][:40]
+
+
+def test_inspector_shows_a_vote_nos_reason_in_flight_and_from_the_log(ex):
+    race(ex)
+    no = next(e for e in ex.cluster.pending() if e.kind == "VOTE_NO")
+    ex.messages.value = no.id
+    assert "votes no on T2: key &#x27;x&#x27; is locked by prepared transaction T1" in \
+        ex.inspector.value
+    assert ">reason</td>" in ex.inspector.value
+    ex.run_button.click()  # delivered now: the log still knows its body
+    seq = next(e.seq for e in ex.cluster.trace
+               if e.kind == "deliver" and e.data["id"] == no.id)
+    ex.log_lines = 500
+    ex.refresh()
+    ex.log.value = seq
+    assert "is locked by prepared transaction T1" in ex.inspector.value
+    assert "delivered at t=" in ex.inspector.value
+
+
+def test_inspector_shows_a_commits_timestamp_and_a_wal_record(ex):
+    begin_commit(ex, "n1", "x=1")
+    ex.run_button.click()
+    commit = next(e for e in ex.cluster.trace if e.kind == "deliver" and e.data["kind"] ==
+                  "COMMIT")
+    ts = ex.handles[0].commit_ts
+    html = ex.inspect_event(commit.seq)
+    assert f"committed at ts {ts}" in html and ">commit_ts</td>" in html
+    rec = next(e for e in ex.cluster.trace if e.kind == "wal" and e.data["type"] == "PREPARE"
+               and e.node == "n2")
+    html = ex.inspect_event(rec.seq)
+    assert "n2 log · lsn 1 PREPARE T1" in html and "prepared (coordinator n1): x=1" in html
+    assert "durable" in html
+    ex.node_picker.value = "n1"
+    end = [e for e in ex.cluster.trace if e.kind == "wal" and e.data["type"] == "END"][-1]
+    assert "not flushed yet" in ex.inspect_event(end.seq)
+    ex.crash_button.click()
+    assert "lost in a crash" in ex.inspect_event(end.seq)
+
+
+def test_compact_values():
+    from kvlab.widgets import compact
+
+    assert compact(list(range(20))) == "0, 1, 2, 3, 4, 5, … +14 more"
+    assert compact({"a": [1, "b"]}) == "a=[1, 'b']"
+    assert compact([]) == "none" and compact("x" * 500).endswith("…")
+
+
+def test_html_text_is_at_least_12px(ex):
+    import re
+
+    race(ex)
+    ex.messages.value = ex.cluster.pending()[0].id
+    ex.history.value = 2
+    parts = [ex.inspector.value, ex.history_label.value, ex.widget.children[0].value,
+             ex.inspect_event(len(ex.cluster.trace) - 1)]
+    sizes = [int(px) for part in parts for px in re.findall(r"font-size:\s*(\d+)px", part)]
+    assert sizes and min(sizes) >= 12
