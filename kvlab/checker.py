@@ -12,6 +12,14 @@ An edge ``src -> dst`` means src must come before dst in any equivalent serial o
 * ``wr``: dst read the version src wrote;
 * ``rw``: src read a version that dst then overwrote (an anti-dependency).
 
+Scans are Adya's predicate reads, with a key range as the predicate. The rows a scan returns
+are item reads like any other. A key of the range it did not return, it saw absent: in the
+initial state or deleted. That gives the two *predicate* edges, marked with the scanned range
+as the edge attribute ``predicate``: ``wr`` from the transaction whose delete the scan saw,
+and ``rw`` to the first later writer that makes the key exist again: the phantom the scan
+missed. (A value predicate such as "value % 3 = 0" is a scan of the whole range filtered by
+the client, so the checker sees the range, which is stricter: any insert into it counts.)
+
 ==================  ===============================================  ==============
 anomaly             meaning                                          forbidden from
 ==================  ===============================================  ==============
@@ -24,6 +32,8 @@ lost-update         two transactions read one version and both       snapshot
                     wrote the key (P4)
 G-single            cycle with exactly one rw edge (read skew)       snapshot
 G2-item             cycle with two or more rw edges (write skew)     serializable
+G2                  the same, needing a predicate rw edge            serializable
+                    (predicate write skew, phantoms)
 ==================  ===============================================  ==============
 
 Histories
@@ -48,15 +58,23 @@ and ``deleted`` (which :meth:`History.to_plain` emits).  Each key has one of two
   whole list.  The longest list read fixes the order of appends, so reads reveal the version
   order instead of trusting timestamps (appends that no read shows stay unordered).
 
+Scans of register keys: ``["scan", [start, end], [[key, value], ...]]`` read the range
+``start <= key < end`` (``None``: no bound) and list the rows seen, in key order; a row may
+name its writer, ``[key, value, {"writer": "T1"}]``.  Which version of an absent key a scan
+saw is clear when that key was never deleted; otherwise give the scan its snapshot's
+timestamp, ``["scan", [start, end], rows, {"ts": 7}]``, and the writers their ``commit_ts``.
+
 Limits: one example cycle per anomaly per strongly connected component (the shortest found;
-G2-item only where no cycle has fewer than two rw edges); no predicate reads (phantoms), no
-checks inside a single transaction, no real-time order.
+G2-item only where no cycle has fewer than two rw edges, G2 only where no such cycle is made
+of item edges alone); predicates are key ranges; no checks inside a single transaction, no
+real-time order.
 """
 
 from __future__ import annotations
 
 import re
 import textwrap
+from bisect import bisect_left, bisect_right
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -67,6 +85,7 @@ import networkx as nx
 
 from kvlab.errors import KvlabError
 from kvlab.history import History, InvalidHistory, Op, Txn
+from kvlab.mvcc import span_text
 
 __all__ = ["LEVELS", "Anomaly", "CheckReport", "InvalidHistory", "InvalidLevel", "check"]
 
@@ -76,7 +95,7 @@ _READ_COMMITTED = frozenset({"G0", "G1a", "G1b", "G1c", "incompatible-order"})
 LEVELS: dict[str, frozenset[str]] = {
     "read_committed": _READ_COMMITTED,
     "snapshot": _READ_COMMITTED | {"lost-update", "G-single"},
-    "serializable": _READ_COMMITTED | {"lost-update", "G-single", "G2-item"},
+    "serializable": _READ_COMMITTED | {"lost-update", "G-single", "G2-item", "G2"},
 }
 NICKNAMES = {  # also the severity order of reports
     "G0": "dirty write",
@@ -87,6 +106,7 @@ NICKNAMES = {  # also the severity order of reports
     "lost-update": "P4",
     "G-single": "read skew",
     "G2-item": "write skew",
+    "G2": "predicate write skew",
 }
 _WHY = {
     "G0": "Only write-write edges: the writes interleaved. Every level forbids this.",
@@ -96,6 +116,9 @@ _WHY = {
     "committed allows it.",
     "G2-item": "Two or more anti-dependency (rw) edges. Snapshot isolation allows this; "
     "serializable forbids it.",
+    "G2": "Two or more anti-dependency (rw) edges, and no such cycle without a predicate one: "
+    "a scan missed a row that another transaction inserted (a phantom). Snapshot isolation "
+    "allows this; serializable forbids it.",
 }
 _MORE_STARTS = 64  # searches tried after a first cycle, hunting a shorter one
 _SHOW = 20  # anomalies printed per section of a report
@@ -139,7 +162,8 @@ class CheckReport:
     stats: dict[str, int] = field(default_factory=dict)
     #: The dependency graph the verdict was drawn from: committed transactions as nodes, one
     #: edge per dependency, keyed ``(type, key)`` with attributes ``type`` and ``key`` (and, on
-    #: wr and rw edges, the ``value`` read and the txn it was ``read_from``).
+    #: wr and rw edges, the ``value`` read and the txn it was ``read_from``; on predicate
+    #: edges, the scanned range ``(start, end)`` as ``predicate``).
     graph: nx.MultiDiGraph = field(default_factory=nx.MultiDiGraph, repr=False, compare=False)
 
     def __bool__(self) -> bool:  # so `assert check(h)` works and `if check(h):` is not a trap
@@ -221,6 +245,8 @@ class _Dependencies:
         self.appender: dict[tuple[str, Any], str] = {}  # (key, element) -> txn
         self.lists: set[str] = set()
         self.lost: set[tuple[str, str]] = set()  # (txn, key) in a lost update
+        self.deleted: set[tuple[str, str]] = set()  # (txn, key) whose last write is a delete
+        self.scans: list[tuple[Txn, Op, set[str]]] = []  # committed scans, own keys before
         self.direct: dict[tuple[str, ...], Anomaly] = {}
         reads = self._index()
         for key in dict.fromkeys([*self.writers, *reads]):
@@ -228,6 +254,8 @@ class _Dependencies:
                 self._list_key(key, reads.get(key, []))
             else:
                 self._register_key(key, reads.get(key, []))
+        self._predicates()  # after the item edges, which win where both exist
+        self.has_predicates = any("predicate" in d for d in self.edges.values())
         self.graph = nx.MultiDiGraph()
         self.graph.add_nodes_from((t.id, {"node": t.node, "isolation": t.isolation,
                                           "start_ts": t.start_ts, "commit_ts": t.commit_ts})
@@ -241,15 +269,28 @@ class _Dependencies:
             if txn.status not in ("committed", "aborted", "active"):
                 raise InvalidHistory(f"{txn.id} has status {txn.status!r}; use 'committed', "
                                      "'aborted' or 'active'")
+            own: set[str] = set()
             for op in txn.ops:
                 if op.kind == "r":
                     if txn.id in self.rank:
                         reads[op.key].append((txn, op))
                     continue
+                if op.kind == "scan":
+                    if txn.id in self.rank:
+                        self.scans.append((txn, op, set(own)))
+                        for row in op.value:
+                            reads[row.key].append((txn, row))
+                    continue
+                own.add(op.key)
                 self._note_write(txn, op, flavour)
         for txn in self.committed:
-            for key in dict.fromkeys(op.key for op in txn.ops if op.kind != "r"):
+            for key in dict.fromkeys(op.key for op in txn.ops if op.kind in ("w", "append")):
                 self.writers[key].append(txn.id)
+        for txn, op, _ in self.scans:
+            for row in op.value:
+                if row.key in self.lists:
+                    raise InvalidHistory(f"{txn.id}'s scan returns {row.key!r}, a list-append "
+                                         "key; scans cover register keys ('w') only")
         return reads
 
     def _note_write(self, txn: Txn, op: Op, flavour: dict[str, str]) -> None:
@@ -260,6 +301,10 @@ class _Dependencies:
             raise InvalidHistory(f"key {op.key!r} is both written ('w') and appended to "
                                  "('append'); use one flavour per key")
         self.wrote[txn.id, op.key] = op.value
+        if op.deleted:
+            self.deleted.add((txn.id, op.key))
+        else:
+            self.deleted.discard((txn.id, op.key))
         if op.kind == "append":
             if isinstance(op.value, (list, dict)):
                 raise InvalidHistory(f"{txn.id} appends {op.value!r} to {op.key}; list elements "
@@ -270,12 +315,67 @@ class _Dependencies:
             self.appender[op.key, op.value] = txn.id
             self.lists.add(op.key)
 
-    def _edge(self, edge: Edge, value: Any = None, read_from: str | None = None) -> None:
+    def _edge(self, edge: Edge, value: Any = None, read_from: str | None = None,
+              predicate: tuple[str, str | None] | None = None) -> None:
         """Stage an edge keyed by (type, key); a wr or rw edge keeps the first value read."""
         src, dst, kind, key = edge
         if (src, dst, (kind, key)) not in self.edges:
             self.edges[src, dst, (kind, key)] = {"type": kind, "key": key} if kind == "ww" else \
                 {"type": kind, "key": key, "value": value, "read_from": read_from}
+            if predicate is not None:
+                self.edges[src, dst, (kind, key)]["predicate"] = predicate
+
+    def is_predicate(self, edge: Edge) -> bool:
+        """Whether a cycle edge is a predicate dependency (it exists only because of a scan)."""
+        return "predicate" in self.graph.edges[edge[0], edge[1], (edge[2], edge[3])]
+
+    def _predicates(self) -> None:
+        """Adya's predicate dependencies of every committed scan, over the keys of its range
+        that it did not return (see the module docstring)."""
+        keys = sorted(k for k, chain in self.writers.items() if chain and k not in self.lists)
+        for reader, scan, own in self.scans:
+            span = (scan.key, scan.end)
+            seen = {row.key for row in scan.value}
+            lo = bisect_left(keys, scan.key)
+            hi = len(keys) if scan.end is None else bisect_left(keys, scan.end, lo)
+            for key in keys[lo:hi]:
+                if key in seen or key in own:
+                    continue
+                chain = self.writers[key]
+                at = self._absent_at(reader, scan, key, chain)
+                observed = chain[at] if at >= 0 else None
+                if observed is not None and observed != reader.id:
+                    self._edge((observed, reader.id, "wr", key), None, observed, span)
+                nxt = next((w for w in chain[at + 1:] if (w, key) not in self.deleted), None)
+                if nxt is not None and nxt != reader.id:  # the first to make it exist again
+                    self._edge((reader.id, nxt, "rw", key), None, observed, span)
+
+    def _absent_at(self, reader: Txn, scan: Op, key: str, chain: list[str]) -> int:
+        """Which version of ``key`` a scan that did not return it saw: -1 for the initial
+        state, else the index in ``chain`` of the delete that made the key absent (a delete
+        of an absent key changes no scan, so it is skipped back over)."""
+        where = span_text((scan.key, scan.end))
+        gone = [(w, key) in self.deleted for w in chain]
+        stamps = [self.history[w].commit_ts for w in chain]
+        if scan.version_ts is not None and None not in stamps:
+            at = bisect_right(stamps, scan.version_ts) - 1
+            if at >= 0 and not gone[at] and chain[at] != reader.id:
+                raise InvalidHistory(
+                    f"{reader.id} scanned {where} at ts {scan.version_ts} without seeing {key}, "
+                    f"but {chain[at]} wrote {key}={_show(self.wrote[chain[at], key])} at ts "
+                    f"{stamps[at]}: a scan returns every key of its range in its snapshot")
+        else:
+            removals = [w for i, w in enumerate(chain) if gone[i] and i and not gone[i - 1]]
+            if removals:
+                raise InvalidHistory(
+                    f"{reader.id} scanned {where} and did not see {key}, which {_and(removals)} "
+                    f"deleted: whether it saw the initial state or a delete is ambiguous. Give "
+                    f"the scan its snapshot, ['scan', [start, end], rows, {{'ts': 7}}], and the "
+                    f"writers their commit_ts")
+            at = -1  # never deleted after existing: absent only before its first writer
+        while at >= 0 and (at == 0 or gone[at - 1]):
+            at -= 1
+        return at
 
     def _chain(self, key: str, chain: list[str]) -> None:
         for a, b in pairwise(chain):
@@ -438,7 +538,7 @@ def _commit_order(history: History) -> list[Txn]:
     when: dict[str, float] = {}
     last = float("-inf")
     for t in committed:
-        if t.commit_ts is None and any(op.kind != "r" for op in t.ops):
+        if t.commit_ts is None and any(op.kind in ("w", "append") for op in t.ops):
             raise InvalidHistory(f"{t.id} writes but has no commit_ts, while {stamped.id} has one; "
                                  "give every committed writer a commit_ts, or give none and list "
                                  "transactions in commit order")
@@ -474,10 +574,20 @@ def _classify(scc: set[str], deps: _Dependencies) -> list[tuple[str, list[Edge]]
     if cycle:
         found.append(("G-single", cycle))
     elif not found and not lost:  # every cycle here has two or more rw edges
-        cycle, _ = _shortest_cycle(edges, "rw", _paths(nodes, edges, {"ww", "wr", "rw"}), deps)
+        every = {"ww", "wr", "rw"}
+        items = [e for e in edges if not deps.is_predicate(e)] if deps.has_predicates else edges
+        cycle, _ = _shortest_cycle(items, "rw", _paths(nodes, items, every), deps, _items_only)
         if cycle:
             found.append(("G2-item", cycle))
+        elif len(items) < len(edges):  # only cycles through a predicate edge: phantoms
+            cycle, _ = _shortest_cycle(edges, "rw", _paths(nodes, edges, every), deps)
+            if cycle:
+                found.append(("G2", cycle))
     return found
+
+
+def _items_only(cycle: list[Edge], deps: _Dependencies) -> bool:
+    return not deps.has_predicates or not any(deps.is_predicate(e) for e in cycle)
 
 
 def _not_lost_update(cycle: list[Edge], deps: _Dependencies) -> bool:
@@ -591,6 +701,13 @@ def _because(edge: Edge, deps: _Dependencies) -> str:
                 f"{key}={_show(deps.wrote[b, key])}, so {a} comes before {b}")
     data = deps.graph.edges[a, b, (kind, key)]
     value, observed = data["value"], data["read_from"]
+    if "predicate" in data:
+        where = span_text(data["predicate"])
+        if kind == "wr":
+            return (f"{b} scanned {where} and did not see {key}, which {a} had deleted, so {a} "
+                    f"comes before {b}")
+        return (f"{a} scanned {where} and missed {b}'s insert {key}="
+                f"{_show(deps.wrote[b, key])} (a phantom), so {a} comes before {b}")
     if kind == "wr":
         return f"{b} read {key}={_show(value)} written by {a}, so {a} comes before {b}"
     source = "the initial value" if observed is None else f"written by {observed}"

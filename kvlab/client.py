@@ -1,4 +1,4 @@
-"""The classic client API: a handle per node with begin, get, put, delete, commit, rollback.
+"""The classic client API: a handle per node with begin, get, scan, put, delete, commit, rollback.
 
 A :class:`Node` is what ``cluster.node("n1")`` and ``kvlab.initialize("n1", ids)`` return. It
 checks arguments, hands each call to the node's state machine through a
@@ -22,8 +22,18 @@ from kvlab.errors import (
     TransactionNotFound,
 )
 from kvlab.history import Op, Txn
-from kvlab.mvcc import Version
-from kvlab.node import ISOLATION_LEVELS, Begin, Get, ReadResult, Rollback, Write
+from kvlab.mvcc import Span, Version, prefix_end
+from kvlab.node import (
+    ISOLATION_LEVELS,
+    Begin,
+    Get,
+    ReadResult,
+    Rollback,
+    Scan,
+    ScanResult,
+    Write,
+    check_span,
+)
 from kvlab.twopc import ABORTED, ACTIVE, AWAIT_TS, COMMITTED, COMMITTING, PREPARING
 
 if TYPE_CHECKING:
@@ -72,6 +82,23 @@ def _clean(value: Any, depth: int = 0) -> Any:
         return None
     raise InvalidValue(f"values must be JSON-serialisable (int, float, str, bool, list, dict); "
                        f"got {t.__name__}: {value!r}")
+
+
+def check_range(start: Any, end: Any, prefix: Any) -> Span:
+    """A scan's arguments as one span ``start <= key < end`` (InvalidKey if they are not)."""
+    if prefix is not None:
+        if start is not None or end is not None:
+            raise InvalidKey(f"scan takes a prefix or start/end bounds, not both (got "
+                             f"prefix={prefix!r}, start={start!r}, end={end!r}); e.g. "
+                             f"scan(tx, prefix='user/') or scan(tx, 'user/a', 'user/m')")
+        if not isinstance(prefix, str):
+            raise InvalidKey(f"a scan prefix is a string, got {prefix!r}; e.g. "
+                             f"scan(tx, prefix='user/')")
+        return (prefix, prefix_end(prefix))
+    return check_span(start, end)
+
+
+_NESTED = (list, dict)  # the only mutable JSON values: everything else needs no copy
 
 
 def _copy(value: Any) -> Any:
@@ -187,7 +214,7 @@ class ReadHandle:
 
 
 class Node:
-    """The classic per-node API: begin, get, put, delete, commit, rollback."""
+    """The classic per-node API: begin, get, scan, put, delete, commit, rollback."""
 
     def __init__(self, driver: Driver, node_id: Any) -> None:
         self.cluster = driver
@@ -248,6 +275,28 @@ class Node:
             d.history[tx].ops.append(Op("r", key, _copy(res.value), res.writer, res.version_ts,
                                         res.deleted))
         d.record_call(self.id, "get", tx=tx, key=key, value=res.value, writer=res.writer)
+
+    @public()
+    def scan(self, tx: str, start: str | None = None, end: str | None = None, *,
+             prefix: str | None = None) -> list[tuple[str, Any]]:
+        """Every ``(key, value)`` this transaction sees with ``start <= key < end``, sorted.
+
+        ``start=None`` is the first key and ``end=None`` no upper bound; ``prefix="user/"``
+        scans the keys that start with it. The snapshot is the one ``get`` reads (read
+        committed: a fresh one per scan), with this transaction's writes and deletes merged in.
+        At ``serializable`` the range is validated at commit: a key inserted, changed or
+        deleted in it since the snapshot (a phantom) aborts the transaction."""
+        check_tx(tx)
+        start, end = check_range(start, end, prefix)
+        d = self.cluster
+        res: ScanResult = d.call(self.id, lambda call: Scan(call, tx, start, end),
+                                 f"scan({tx!r}, {start!r}, {end!r})")
+        if d.history is not None:
+            rows = [Op("r", k, v if type(v) not in _NESTED else _copy(v), w, ts)
+                    for k, v, w, ts in res.rows]
+            d.history[tx].ops.append(Op("scan", start, rows, None, res.ts, end=end))
+        d.record_call(self.id, "scan", tx=tx, start=start, end=end, rows=len(res.rows))
+        return [(k, v if type(v) not in _NESTED else _copy(v)) for k, v, _, _ in res.rows]
 
     @public()
     def put(self, tx: str, key: str, value: Any) -> None:

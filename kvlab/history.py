@@ -18,8 +18,9 @@ INITIAL = None  # writer of the initial (never written) state of every key
 
 _TXN_FIELDS = ("id", "ops", "status", "node", "isolation", "start_ts", "commit_ts", "reason")
 _STATUSES = ("committed", "aborted", "active")
-_OP_KINDS = ("r", "w", "append")
+_OP_KINDS = ("r", "w", "append", "scan")
 _OP_EXTRAS = ("writer", "version_ts", "deleted")
+_ROW_EXTRAS = ("writer", "version_ts")
 
 
 class InvalidHistory(KvlabError):
@@ -28,21 +29,26 @@ class InvalidHistory(KvlabError):
 
 @dataclass(slots=True)
 class Op:
-    """One read, write or list append, in program order.
+    """One read, write, list append or range scan, in program order.
 
     For a read, ``writer`` names the transaction whose version was observed (its own id for a
     read of its own write, ``None`` for the initial state) and ``version_ts`` its commit timestamp.
     For a write, ``value is None`` together with ``deleted=True`` marks a delete.
     ``kind == "append"`` adds the unique element ``value`` to the list at ``key``; reads of such
     a key return the whole list, which reveals the order of appends.
+    ``kind == "scan"`` is a predicate read of the key range ``key <= k < end`` (``key`` "" is
+    the first key, ``end`` None no upper bound): ``value`` lists the rows it returned, in key
+    order, each a read op (``Op("r", k, v, writer, version_ts)``), and ``version_ts`` is the
+    snapshot it read (None if unknown). A key of the range it did not return, it saw absent.
     """
 
-    kind: str  # "r", "w" or "append"
+    kind: str  # "r", "w", "append" or "scan"
     key: str
     value: Any
     writer: str | None = None
     version_ts: int | None = None
     deleted: bool = False
+    end: str | None = None  # a scan's exclusive upper bound (None: none)
 
 
 @dataclass(slots=True)
@@ -65,6 +71,10 @@ class Txn:
     @property
     def writes(self) -> list[Op]:
         return [op for op in self.ops if op.kind == "w"]
+
+    @property
+    def scans(self) -> list[Op]:
+        return [op for op in self.ops if op.kind == "scan"]
 
 
 class History:
@@ -151,6 +161,10 @@ def _value_key(value: Any) -> Any:
 
 
 def _op_to_plain(op: Op) -> list[Any]:
+    if op.kind == "scan":
+        rows = [_op_to_plain(row)[1:] for row in op.value]
+        plain = ["scan", [op.key or None, op.end], rows]
+        return plain + [{"ts": op.version_ts}] if op.version_ts is not None else plain
     extras: dict[str, Any] = {}
     if op.kind == "r" and op.writer is not None:
         extras["writer"] = op.writer
@@ -189,21 +203,77 @@ def _txn_from_plain(raw: Any, pos: int, to_infer: set[tuple[str, int]]) -> Txn:
               start_ts=raw.get("start_ts"), commit_ts=raw.get("commit_ts"), status=status,
               reason=raw.get("reason", ""))
     for i, raw_op in enumerate(ops):
-        op, explicit_writer = _op_from_plain(raw_op, f"op #{i} of {tid}")
-        if op.kind == "r" and not explicit_writer:
-            to_infer.add((tid, i))
+        where = f"op #{i} of {tid}"
+        if isinstance(raw_op, (list, tuple)) and raw_op and raw_op[0] == "scan":
+            op, implicit = _scan_from_plain(raw_op, where)
+            to_infer.update((tid, i, j) for j in implicit)
+        else:
+            op, explicit_writer = _op_from_plain(raw_op, where)
+            if op.kind == "r" and not explicit_writer:
+                to_infer.add((tid, i))
         txn.ops.append(op)
     return txn
 
 
+def _scan_from_plain(raw: Any, where: str) -> tuple[Op, list[int]]:
+    """``["scan", [start, end], [[key, value], ...]]`` (optionally ``{"ts": n}`` after it) ->
+    a scan op, and the rows whose writer is to be inferred."""
+    shape = (f"{where} should look like ['scan', ['a', 'm'], [['b', 1], ['c', 2]]] (the range "
+             f"start <= key < end, None for no bound, then the rows seen in key order)")
+    if len(raw) not in (3, 4) or not isinstance(raw[1], (list, tuple)) or len(raw[1]) != 2 \
+            or not isinstance(raw[2], (list, tuple)):
+        raise InvalidHistory(f"{shape}, got {raw!r}")
+    start, end = raw[1]
+    extras = raw[3] if len(raw) == 4 else {}
+    if not isinstance(extras, dict) or set(extras) - {"ts"} or (
+            "ts" in extras and (isinstance(extras["ts"], bool)
+                                or not isinstance(extras["ts"], int))):
+        raise InvalidHistory(f"{where}: a scan's optional 4th element is {{'ts': <the snapshot's "
+                             f"timestamp>}}, got {extras!r}")
+    for name, bound in (("start", start), ("end", end)):
+        if bound is not None and not isinstance(bound, str):
+            raise InvalidHistory(f"{where}: the range's {name} is a key string or None, got "
+                                 f"{bound!r}")
+    start = start or ""
+    if end is not None and start > end:
+        raise InvalidHistory(f"{where}: the range starts at {start!r}, after its end {end!r}")
+    rows, implicit, last = [], [], None
+    for j, row in enumerate(raw[2]):
+        if not isinstance(row, (list, tuple)) or len(row) not in (2, 3):
+            raise InvalidHistory(f"{where}: row #{j} should be [key, value] or [key, value, "
+                                 f"{{'writer': 'T1'}}], got {row!r}")
+        key, value = row[0], row[1]
+        extra = row[2] if len(row) == 3 else {}
+        if not isinstance(extra, dict) or set(extra) - set(_ROW_EXTRAS):
+            raise InvalidHistory(f"{where}: row #{j}'s 3rd element is a dict with keys "
+                                 f"{', '.join(_ROW_EXTRAS)}, got {extra!r}")
+        if not isinstance(key, str) or not key or not (start <= key and (end is None
+                                                                          or key < end)):
+            raise InvalidHistory(f"{where}: row #{j} has key {key!r}, which is not in the "
+                                 f"scanned range [{start!r}, {end!r})")
+        if last is not None and key <= last:
+            raise InvalidHistory(f"{where}: rows are listed in key order, each key once; "
+                                 f"{key!r} comes after {last!r}")
+        if value is None:
+            raise InvalidHistory(f"{where}: row {key!r} has value None; a scan returns only "
+                                 f"keys that exist, so leave absent keys out")
+        last = key
+        rows.append(Op("r", key, list(value) if isinstance(value, tuple) else value,
+                       writer=extra.get("writer"), version_ts=extra.get("version_ts")))
+        if "writer" not in extra:
+            implicit.append(j)
+    return Op("scan", start, rows, version_ts=extras.get("ts"), end=end), implicit
+
+
 def _op_from_plain(raw: Any, where: str) -> tuple[Op, bool]:
     if not isinstance(raw, (list, tuple)) or len(raw) not in (3, 4):
-        raise InvalidHistory(f"{where} should look like ['r', 'x', 1], ['w', 'x', 1] or "
-                             f"['append', 'l', 3], got {raw!r}")
+        raise InvalidHistory(f"{where} should look like ['r', 'x', 1], ['w', 'x', 1], "
+                             f"['append', 'l', 3] or ['scan', ['a', 'm'], [['b', 1]]], got "
+                             f"{raw!r}")
     kind, key, value = raw[:3]
     extras = raw[3] if len(raw) == 4 else {}
     if kind not in _OP_KINDS:
-        raise InvalidHistory(f"{where} has kind {kind!r}; use 'r', 'w' or 'append'")
+        raise InvalidHistory(f"{where} has kind {kind!r}; use 'r', 'w', 'append' or 'scan'")
     if not isinstance(key, str) or not key:
         raise InvalidHistory(f"{where}: keys are non-empty strings, got {key!r}")
     if not isinstance(extras, dict) or set(extras) - set(_OP_EXTRAS):
@@ -223,14 +293,14 @@ def _op_from_plain(raw: Any, where: str) -> tuple[Op, bool]:
     return op, "writer" in extras
 
 
-def _infer_writers(history: History, to_infer: set[tuple[str, int]]) -> None:
+def _infer_writers(history: History, to_infer: set[tuple]) -> None:
     """Name the writer of every read in ``to_infer``: unique values make writers unambiguous."""
     flavour: dict[str, str] = {}
     appended: dict[tuple[str, Any], str] = {}
     written: dict[tuple[str, Any], list[str]] = {}
     for txn in history:
         for op in txn.ops:
-            if op.kind == "r":
+            if op.kind in ("r", "scan"):
                 continue
             if flavour.setdefault(op.key, op.kind) != op.kind:
                 raise InvalidHistory(f"key {op.key!r} is both written ('w') and appended to "
@@ -249,7 +319,9 @@ def _infer_writers(history: History, to_infer: set[tuple[str, int]]) -> None:
     for txn in history:
         own: dict[str, list[Any]] = {}
         for i, op in enumerate(txn.ops):
-            if op.kind != "r":
+            if op.kind == "scan":
+                _scan_rows(history, txn.id, i, op, to_infer, flavour, written, own)
+            elif op.kind != "r":
                 own.setdefault(op.key, []).append(op.value)
             elif (txn.id, i) in to_infer:
                 if flavour.get(op.key) == "append" or (op.key not in flavour
@@ -260,6 +332,32 @@ def _infer_writers(history: History, to_infer: set[tuple[str, int]]) -> None:
                     op.writer = _register_writer(txn.id, op, written, own.get(op.key))
                 if op.writer is not None and op.writer != txn.id:
                     op.version_ts = history[op.writer].commit_ts
+
+
+def _scan_rows(history: History, tid: str, i: int, scan: Op, to_infer: set[tuple],
+               flavour: dict[str, str], written: dict[tuple[str, Any], list[str]],
+               own: dict[str, list[Any]]) -> None:
+    """Name the writers of a scan's rows, and check it against the transaction's own writes:
+    a scan sees them (and does not see what the transaction deleted)."""
+    seen = {row.key for row in scan.value}
+    for key, values in own.items():
+        if key not in seen and values[-1] is not None and scan.key <= key and (
+                scan.end is None or key < scan.end):
+            raise InvalidHistory(f"{tid} wrote {key}={values[-1]!r}, then scanned a range that "
+                                 f"holds {key} without seeing it; a transaction's scan sees its "
+                                 "own writes")
+    for j, row in enumerate(scan.value):
+        if flavour.get(row.key) == "append":
+            raise InvalidHistory(f"{tid}'s scan returns {row.key!r}, a list-append key; scans "
+                                 "cover register keys ('w') only")
+        if (tid, i, j) in to_infer:
+            if own.get(row.key) and own[row.key][-1] is None:
+                raise InvalidHistory(f"{tid} deleted {row.key}, then its scan returned "
+                                     f"{row.key}={row.value!r}; a transaction's scan does not "
+                                     "see what it deleted")
+            row.writer = _register_writer(tid, row, written, own.get(row.key))
+            if row.writer is not None and row.writer != tid:
+                row.version_ts = history[row.writer].commit_ts
 
 
 def _register_writer(tid: str, op: Op, written: dict[tuple[str, Any], list[str]],

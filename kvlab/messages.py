@@ -18,9 +18,17 @@ ACK = "ACK"  # participant -> coordinator after COMMIT is durable
 STATUS = "STATUS"  # in-doubt participant -> coordinator: what did you decide?
 SCAN = "SCAN"  # a scan's node -> every owner (partitioned placement only): a key range at a ts
 SCAN_REPLY = "SCAN_REPLY"  # owner -> scanning node: the rows it stores in that range
+# cooperative termination: an in-doubt participant asks the other participants
+DECISION_REQ = "DECISION_REQ"  # in-doubt participant -> another participant: what do you know?
+DECISION_REPLY = "DECISION_REPLY"  # the outcome it knows (or that it aborted, never prepared)
+# Paxos Commit: each participant's vote is decided by the acceptors
+P1A = "P1A"  # a new leader -> acceptors: promise me ballot b, tell me what you accepted
+P1B = "P1B"  # acceptor -> leader: promised, and the values it accepted so far
+P2A = "P2A"  # a participant (ballot 0) or a leader -> acceptors: accept this value
+P2B = "P2B"  # acceptor -> the ballot's leader: accepted
 
 KINDS = (TS_REQUEST, TS_REPLY, READ, READ_REPLY, PREPARE, VOTE_YES, VOTE_NO, COMMIT, ABORT, ACK,
-         STATUS, SCAN, SCAN_REPLY)
+         STATUS, SCAN, SCAN_REPLY, DECISION_REQ, DECISION_REPLY, P1A, P1B, P2A, P2B)
 
 TSO = "tso"  # network address of the timestamp oracle
 

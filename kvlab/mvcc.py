@@ -7,15 +7,54 @@ with ``commit_ts <= ts``, so readers never block writers and never see half a tr
 The one place a reader must wait: a key locked by a *prepared* transaction whose commit timestamp
 is not known yet. If that transaction started before the reader's snapshot, it may still commit
 below it, so the reader cannot know which version is the right one until the outcome arrives.
+
+Range reads: the store keeps its keys in a sorted list (``bisect`` over a plain list; measured
+against ``sortedcontainers.SortedList`` in :mod:`kvlab.bench_scan`: scans and copies are several
+times faster, inserts as fast up to tens of thousands of keys, and it needs no dependency), so
+:meth:`Store.scan` finds a range ``start <= key < end`` by two binary searches. A serializable
+transaction's scanned ranges are validated at PREPARE like its point reads, and a *range lock*
+holds each one until the decision: it stops a writer of any key inside it, including a key that
+does not exist yet (a phantom insert), because the lock is on the range, not on keys found.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right, insort
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from kvlab.messages import freeze
+
+Span = tuple[str, "str | None"]  # a key range: start <= key < end; end None = no upper bound
+
+_MAX_CHAR = chr(0x10FFFF)
+
+
+def prefix_end(prefix: str) -> str | None:
+    """The exclusive end of the range of keys that start with ``prefix`` (None: no end).
+
+    The smallest string greater than every string with that prefix: drop trailing U+10FFFF
+    characters (nothing sorts after them) and increment the last character left."""
+    p = prefix.rstrip(_MAX_CHAR)
+    return p[:-1] + chr(ord(p[-1]) + 1) if p else None
+
+
+def in_span(key: str, span: Span) -> bool:
+    start, end = span
+    return start <= key and (end is None or key < end)
+
+
+def span_text(span: Sequence[Any]) -> str:
+    """A key range in words, for conflict reasons and the checker's explanations."""
+    start, end = span[0] or "", span[1]
+    if not start and end is None:
+        return "every key"
+    if end is None:
+        return f"keys >= {start!r}"
+    if not start:
+        return f"keys < {end!r}"
+    return f"keys in [{start!r}, {end!r})"
 
 
 @dataclass(slots=True)
@@ -41,13 +80,30 @@ class Conflict:
 
     key: str
     other: str
-    how: str  # "committed" (a newer version exists), "locked", "read-locked", "stale-read"
+    how: str  # "committed" (a newer version exists), "locked", "read-locked", "stale-read",
+    # and for scanned ranges "phantom", "stale-scan", "range-locked"
     other_ts: int | None = None
+    span: Span | None = None  # the scanned range involved (scans only)
 
     def __str__(self) -> str:
+        if self.how == "phantom":
+            return (f"scan of {span_text(self.span)} is stale: {self.other} inserted "
+                    f"{self.key!r} at ts {self.other_ts}, after this transaction's snapshot (a "
+                    f"phantom; serializable validation)")
+        if self.how == "stale-scan":
+            return (f"scan of {span_text(self.span)} is stale: {self.other} changed "
+                    f"{self.key!r} at ts {self.other_ts}, after this transaction's snapshot "
+                    f"(serializable validation)")
+        if self.how == "range-locked":
+            return (f"key {self.key!r} is in the range ({span_text(self.span)}) scanned by "
+                    f"prepared serializable transaction {self.other}; writing it now could "
+                    f"break serializability (a phantom)")
         if self.how == "committed":
             return (f"write-write conflict on key {self.key!r}: {self.other} committed a newer "
                     f"version at ts {self.other_ts} (first committer wins)")
+        if self.how == "locked" and self.span is not None:
+            return (f"key {self.key!r}, in the range scanned ({span_text(self.span)}), is "
+                    f"locked by prepared transaction {self.other}")
         if self.how == "locked":
             return f"key {self.key!r} is locked by prepared transaction {self.other}"
         if self.how == "read-locked":
@@ -65,9 +121,11 @@ class Store:
         self._ts_index: dict[str, list[int]] = {}  # commit timestamps per key, for bisect
         self.write_locks: dict[str, Lock] = {}
         self.read_locks: dict[str, dict[str, Lock]] = {}
+        self.range_locks: dict[str, tuple[Span, ...]] = {}  # tx -> ranges it scanned
         self.watermark = 0  # versions below it, except the newest, have been collected
         self._fp: tuple | None = None  # fingerprint cache (kvlab.explore), reset on change
         self._collectable: dict[str, None] = {}  # keys with more than one version
+        self._keys: list[str] = []  # every key of chains, sorted (derived from chains)
 
     # -- reads ---------------------------------------------------------------------------
     def visible(self, key: str, ts: int) -> Version | None:
@@ -89,13 +147,49 @@ class Store:
         chain = self.chains.get(key)
         return chain[-1] if chain else None
 
+    def keys_in(self, span: Span) -> list[str]:
+        """Every key with versions here in ``span``, in order (tombstoned keys too)."""
+        keys = self._keys
+        i = bisect_left(keys, span[0])
+        return keys[i:] if span[1] is None else keys[i:bisect_left(keys, span[1], i)]
+
+    def scan(self, span: Span, ts: int) -> list[tuple[str, Version]]:
+        """The live versions a snapshot at ``ts`` sees in ``span``, in key order, ignoring
+        locks (see :meth:`scan_blocker`): tombstones are left out."""
+        out = []
+        append, chains, index = out.append, self.chains, self._ts_index
+        for key in self.keys_in(span):
+            stamps = index[key]
+            if stamps and stamps[-1] <= ts:  # the usual case: the newest version is visible
+                v = chains[key][-1]
+            else:
+                i = bisect_right(stamps, ts)
+                if not i:
+                    continue
+                v = chains[key][i - 1]
+            if not v.deleted:
+                append((key, v))
+        return out
+
+    def scan_blocker(self, span: Span, ts: int, tx: str | None = None) -> tuple[str, Lock] | None:
+        """The prepared write in ``span`` a scan at ``ts`` must wait for, if any: as for a
+        read, one that may still commit below the snapshot. Locked keys are searched, not
+        stored keys, so a prepared insert of a key that has no version yet counts too."""
+        for key in sorted(self.write_locks):
+            lock = self.write_locks[key]
+            if lock.tx != tx and lock.start_ts < ts and in_span(key, span):
+                return key, lock
+        return None
+
     # -- prepare / commit ----------------------------------------------------------------
-    def conflicts(self, tx: str, start_ts: int, writes: list[str], reads: list[str] = (),
-                  check_committed: bool = True) -> list[Conflict]:
+    def conflicts(self, tx: str, start_ts: int, writes: list[str], reads: Sequence[str] = (),
+                  check_committed: bool = True, ranges: Sequence[Span] = ()) -> list[Conflict]:
         """First-committer-wins (and, for serializable, read validation) checks at PREPARE.
 
         ``check_committed=False`` (read committed) skips first-committer-wins: a later writer
         simply overwrites, as PostgreSQL does at that level. Locks always conflict (no waiting).
+        ``ranges`` (serializable scans) are validated like reads, over every key in them: no
+        version newer than the snapshot (a phantom if the key is new), no prepared writer.
         """
         found: list[Conflict] = []
         for key in writes:
@@ -110,6 +204,10 @@ class Store:
             readers = [t for t in self.read_locks.get(key, {}) if t != tx]
             if readers:
                 found.append(Conflict(key, sorted(readers)[0], "read-locked"))
+                continue
+            scanner = self._range_holder(key, tx)
+            if scanner is not None:
+                found.append(Conflict(key, scanner[0], "range-locked", span=scanner[1]))
         for key in reads:
             v = self.latest(key)
             if v is not None and v.commit_ts > start_ts and v.writer != tx:
@@ -118,17 +216,47 @@ class Store:
             lock = self.write_locks.get(key)
             if lock is not None and lock.tx != tx:
                 found.append(Conflict(key, lock.tx, "locked"))
+        for span in ranges:
+            found += self._stale_range(tx, start_ts, tuple(span))
         return found
 
-    def lock(self, tx: str, start_ts: int, writes: list[str], reads: list[str] = ()) -> None:
+    def _range_holder(self, key: str, tx: str) -> tuple[str, Span] | None:
+        """The first other transaction (by id) whose range lock covers ``key``."""
+        for holder in sorted(self.range_locks):
+            if holder != tx:
+                for span in self.range_locks[holder]:
+                    if in_span(key, span):
+                        return holder, span
+        return None
+
+    def _stale_range(self, tx: str, start_ts: int, span: Span) -> list[Conflict]:
+        for key in self.keys_in(span):
+            v = self.latest(key)
+            if v is not None and v.commit_ts > start_ts and v.writer != tx:
+                before = self.visible(key, start_ts)
+                how = "phantom" if (before is None or before.deleted) and not v.deleted \
+                    else "stale-scan"
+                return [Conflict(key, v.writer, how, v.commit_ts, span)]
+        for key in sorted(self.write_locks):  # a prepared insert has no version here yet
+            lock = self.write_locks[key]
+            if lock.tx != tx and in_span(key, span):
+                return [Conflict(key, lock.tx, "locked", span=span)]
+        return []
+
+    def lock(self, tx: str, start_ts: int, writes: list[str], reads: Sequence[str] = (),
+             ranges: Sequence[Span] = ()) -> None:
         self._fp = None
         for key in writes:
             self.write_locks[key] = Lock(tx, start_ts)
         for key in reads:
             self.read_locks.setdefault(key, {})[tx] = Lock(tx, start_ts, "read")
+        if ranges:
+            self.range_locks[tx] = tuple((s, e) for s, e in ranges)
 
-    def unlock(self, tx: str, writes: list[str], reads: list[str] = ()) -> None:
+    def unlock(self, tx: str, writes: list[str], reads: Sequence[str] = ()) -> None:
+        """Release ``tx``'s locks on these keys, and every range lock it holds."""
         self._fp = None
+        self.range_locks.pop(tx, None)
         for key in writes:
             lock = self.write_locks.get(key)
             if lock is not None and lock.tx == tx:
@@ -144,7 +272,10 @@ class Store:
         """Install a committed transaction's writes as new versions (idempotent on replay)."""
         self._fp = None
         for key, (value, deleted) in writes.items():
-            chain = self.chains.setdefault(key, [])
+            chain = self.chains.get(key)
+            if chain is None:
+                chain = self.chains[key] = []
+                insort(self._keys, key)
             stamps = self._ts_index.setdefault(key, [])
             if stamps and stamps[-1] >= commit_ts:
                 if any(v.writer == tx for v in chain):
@@ -199,8 +330,10 @@ class Store:
         s._ts_index = {k: list(t) for k, t in self._ts_index.items()}
         s.write_locks = dict(self.write_locks)
         s.read_locks = {k: dict(h) for k, h in self.read_locks.items()}
+        s.range_locks = dict(self.range_locks)  # tuples of spans: immutable, shared
         s.watermark = self.watermark
         s._collectable = dict(self._collectable)
+        s._keys = list(self._keys)
         s._fp = self._fp
         return s
 
@@ -216,7 +349,8 @@ class Store:
                                    for v in c)) for k, c in self.chains.items())),
             tuple(sorted((k, lk.tx, lk.start_ts) for k, lk in self.write_locks.items())),
             tuple(sorted((k, tuple(sorted(h))) for k, h in self.read_locks.items())),
-            self.watermark)
+            tuple(sorted(self.range_locks.items())),
+            self.watermark)  # _keys is derived from chains, which the first part covers
 
     # -- inspection and checkpoints ------------------------------------------------------
     def version_count(self) -> int:
@@ -233,3 +367,4 @@ class Store:
             self._ts_index[key] = [row[0] for row in rows]
             if len(rows) > 1:
                 self._collectable[key] = None
+        self._keys = sorted(self.chains)

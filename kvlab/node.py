@@ -514,13 +514,18 @@ class NodeCore:
             return out
         del self._scans[call]
         out.cancel.append(("scan-retry", call))
-        found = {r[0]: ScanRow(r[0], r[1], r[2], r[3]) for part in s.parts.values() for r in part}
-        for k, (value, deleted) in s.own.items():  # read your own writes and deletes
-            if deleted:
-                found.pop(k, None)
-            else:
-                found[k] = ScanRow(k, value, s.tx, None)
-        out.reply(call, ScanResult([found[k] for k in sorted(found)], s.ts))
+        make = ScanRow._make
+        if len(s.parts) == 1 and not s.own:  # one owner, nothing of our own: sorted already
+            rows = [make(r) for r in rows]
+        else:  # owners hold disjoint keys; our own writes and deletes win
+            found = {r[0]: make(r) for part in s.parts.values() for r in part}
+            for k, (value, deleted) in s.own.items():
+                if deleted:
+                    found.pop(k, None)
+                else:
+                    found[k] = ScanRow(k, value, s.tx, None)
+            rows = [found[k] for k in sorted(found)]
+        out.reply(call, ScanResult(rows, s.ts))
         return out
 
     def _after_locks_change(self, out: Outputs) -> Outputs:

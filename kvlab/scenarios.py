@@ -4,11 +4,17 @@ Each scenario is a list of steps such as ``w1(1,11) r2(1) c1``: session 1 writes
 session 2 reads it, session 1 commits. Session N runs on node ``n{N}`` and, as in PostgreSQL,
 begins its transaction at its first statement. Initial data: ``1 -> 10``, ``2 -> 20``.
 
+A *predicate read* ``r1(value%3=0)`` (or ``r1(value=30)``) is Hermitage's ``select * from test
+where value % 3 = 0``: a scan of every key (:meth:`kvlab.Node.scan`), filtered by the client,
+so the history records the scanned range and the checker sees its predicate dependencies. A
+write of a key that does not exist yet, ``w1(3,30)``, is Hermitage's ``insert``. The two
+predicate tests, G2-predicate (predicate write skew) and PMP (predicate-many-preceders, the
+phantom a second scan would see), run like the others.
+
 PostgreSQL *blocks* some steps (a write on a row another transaction has written); kvlab never
 waits on writes, so the same conflict shows up at commit instead (first committer wins).
 :func:`table` runs every scenario at every isolation level and reports what happened, so the
-"prevented / allowed" table is an observation, not a claim. The predicate tests (G2 with
-predicates, PMP) need range scans, which a key-value API does not have, so they are left out.
+"prevented / allowed" table is an observation, not a claim.
 """
 
 from __future__ import annotations
@@ -29,31 +35,51 @@ class UnknownScenario(KvlabError, KeyError):
     """No scenario of that name (see ``kvlab.scenarios.SCENARIOS``)."""
 NODES = ["n1", "n2", "n3"]
 _STEP = re.compile(r"([rwca])(\d)(?:\((\d),?(-?\d+)?\))?")
+_PREDICATE = re.compile(r"r(\d)\((value(?:%([1-9]\d*))?=(-?\d+))\)")
 
 
 @dataclass(frozen=True)
 class Step:
-    op: str  # "r", "w", "c" (commit) or "a" (abort)
+    op: str  # "r", "w", "c" (commit), "a" (abort) or "p" (predicate read: scan and filter)
     session: int
     key: str | None = None
     value: int | None = None
+    modulo: int | None = None  # "p": value % modulo == value (None: value == value)
 
     def __str__(self) -> str:
         if self.op == "w":
             return f"w{self.session}({self.key},{self.value})"
         if self.op == "r":
             return f"r{self.session}({self.key})"
+        if self.op == "p":
+            return f"r{self.session}({self.predicate})"
         return f"{self.op}{self.session}"
+
+    @property
+    def predicate(self) -> str:
+        return f"value%{self.modulo}={self.value}" if self.modulo else f"value={self.value}"
+
+    def matches(self, value: Any) -> bool:
+        """Whether a row's value satisfies this predicate read (non-integers never do)."""
+        if type(value) is not int:
+            return False
+        return (value % self.modulo if self.modulo else value) == self.value
 
 
 def parse(steps: str) -> list[Step]:
-    """``"w1(1,11) r2(1) c1"`` -> steps."""
+    """``"w1(1,11) r2(1) c1"`` -> steps; ``r1(value%3=0)`` is a predicate read."""
     out = []
     for token in steps.split():
         m = _STEP.fullmatch(token)
         if m is None:
-            raise ConfigurationError(f"cannot parse step {token!r}: write r1(1), w1(1,11), c1 "
-                                     f"or a1")
+            pm = _PREDICATE.fullmatch(token)
+            if pm is None:
+                raise ConfigurationError(f"cannot parse step {token!r}: write r1(1), w1(1,11), "
+                                         f"r1(value%3=0), r1(value=30), c1 or a1")
+            s, _, modulo, value = pm.groups()
+            out.append(Step("p", int(s), value=int(value),
+                            modulo=int(modulo) if modulo else None))
+            continue
         op, s, key, value = m.groups()
         out.append(Step(op, int(s), key, int(value) if value is not None else None))
     return out
@@ -66,7 +92,7 @@ class StepResult:
     note: str = ""
 
     def __str__(self) -> str:
-        if self.step.op == "r":
+        if self.step.op in ("r", "p"):
             return f"{self.step} = {self.value}"
         if self.step.op == "c":
             return f"{self.step} -> {'committed' if self.value else self.note}"
@@ -85,6 +111,10 @@ class Result:
 
     def reads(self, session: int) -> list[Any]:
         return [r.value for r in self.results if r.step.op == "r" and r.step.session == session]
+
+    def predicate_reads(self, session: int) -> list[dict[str, Any]]:
+        """The rows each predicate read of ``session`` returned, as {key: value}."""
+        return [r.value for r in self.results if r.step.op == "p" and r.step.session == session]
 
     def committed(self, session: int) -> bool:
         return any(r.value for r in self.results if r.step.op == "c"
@@ -137,6 +167,8 @@ class Replay:
         res = StepResult(s)
         if s.op == "r":
             res.value = node.get(tx, s.key)
+        elif s.op == "p":  # select * where <predicate>: scan every key, filter here
+            res.value = {k: v for k, v in node.scan(tx) if s.matches(v)}
         elif s.op == "w":
             node.put(tx, s.key, s.value)
         elif s.op == "c":
@@ -153,7 +185,8 @@ class Replay:
         self.cluster.run()
         n3 = self.cluster["n3"]
         r = n3.begin()
-        final = {k: n3.get(r, k) for k in INITIAL}
+        keys = dict.fromkeys([*INITIAL, *(s.key for s in self.scenario.steps if s.op == "w")])
+        final = {k: n3.get(r, k) for k in keys}
         n3.commit(r)
         return Result(self.scenario, self.level, self.results, final, self.cluster)
 
@@ -202,6 +235,11 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
              lambda r: (11 in r.reads(3) or 19 in r.reads(3))
              and (10 in r.reads(3) or 20 in r.reads(3)), _pg(P, P, P),
              "T3 sees T1's effects, then sees data from before T1: T1 vanished"),
+    Scenario("PMP", "predicate-many-preceders",
+             parse("r1(value=30) w2(3,30) c2 r1(value%3=0) c1"),
+             lambda r: "3" in r.predicate_reads(1)[-1], _pg(A, P, P),
+             "T1's second predicate read sees the row T2 inserted after the first one found "
+             "none: a phantom"),
     Scenario("P4", "lost update", parse("r1(1) r2(1) w1(1,11) w2(1,11) c1 c2"),
              lambda r: r.committed(1) and r.committed(2), _pg(A, P, P),
              "both read 10 and both write 11: one increment is lost"),
@@ -212,6 +250,11 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
              lambda r: r.committed(1) and r.committed(2), _pg(A, A, P),
              "each checks both keys, each updates a different one; both commit, though no "
              "serial order of the two gives this result"),
+    Scenario("G2-predicate", "predicate write skew",
+             parse("r1(value%3=0) r2(value%3=0) w1(3,30) w2(4,42) c1 c2"),
+             lambda r: r.committed(1) and r.committed(2), _pg(A, A, P),
+             "each finds no row with value%3=0 and inserts one; both commit, though in any "
+             "serial order the second would have seen the first one's row"),
     Scenario("read-only", "Fekete's read-only anomaly",
              parse("r1(1) r1(2) w2(2,25) c2 r3(1) r3(2) c3 w1(1,0) c1"),
              lambda r: r.committed(1) and r.reads(3) == [10, 25], _pg(A, A, P),

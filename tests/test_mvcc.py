@@ -248,3 +248,82 @@ def test_visible_matches_linear_scan(ts, expected):
         s.apply(f"T{t}", t, {"x": (f"v{t}", False)})
     got = s.visible("x", ts)
     assert (got.value if got else None) == expected
+
+
+# -- range reads: the sorted index, scans, range validation and range locks ------------------
+def rows(s: Store, span: tuple[str, str | None], ts: int) -> list[tuple[str, object]]:
+    return [(k, v.value) for k, v in s.scan(span, ts)]
+
+
+def test_scan_uses_a_sorted_index_and_hides_tombstones():
+    s = store_with(("m", 2, "m2", False), ("b", 3, "b3", False), ("x", 4, "x4", False),
+                   ("b", 6, None, True), ("c", 7, "c7", False))
+    assert s._keys == ["b", "c", "m", "x"]
+    assert rows(s, ("", None), 5) == [("b", "b3"), ("m", "m2"), ("x", "x4")]
+    assert rows(s, ("", None), 7) == [("c", "c7"), ("m", "m2"), ("x", "x4")]
+    assert rows(s, ("c", "x"), 9) == [("c", "c7"), ("m", "m2")]
+    assert s.keys_in(("a", "c")) == ["b"]  # tombstoned keys are still indexed
+    assert rows(s, ("n", "n"), 9) == []
+
+
+def test_load_rebuilds_the_index_and_clone_copies_it():
+    s = store_with(("b", 2, 1, False), ("a", 3, 2, False))
+    t = Store()
+    t.load(s.dump())
+    assert t._keys == ["a", "b"]
+    u = t.clone()
+    t.apply("T5", 5, {"c": (3, False)})
+    assert u._keys == ["a", "b"] and t._keys == ["a", "b", "c"]
+
+
+def test_stale_range_names_phantoms_changes_deletes_and_prepared_inserts():
+    s = store_with(("a", 2, 1, False), ("c", 2, 3, False))
+    s.apply("T7", 7, {"b": ("new", False)})
+    [c] = s.conflicts("T5", 5, [], ranges=[("a", "z")])
+    assert (c.key, c.other, c.how, c.other_ts, c.span) == ("b", "T7", "phantom", 7, ("a", "z"))
+    assert "T7 inserted 'b' at ts 7" in str(c) and "keys in ['a', 'z')" in str(c)
+    assert s.conflicts("T5", 5, [], ranges=[("c", None)]) == []
+    assert s.conflicts("T8", 8, [], ranges=[("a", "z")]) == []  # the change is in its snapshot
+    s.apply("T9", 9, {"c": (None, True)})
+    [c] = s.conflicts("T8", 8, [], ranges=[("c", None)])
+    assert c.how == "stale-scan" and "T9 changed 'c'" in str(c)
+    s.lock("T10", 10, ["d"])  # a prepared insert has no version yet
+    [c] = s.conflicts("T11", 11, [], ranges=[("d", "e")])
+    assert (c.key, c.other, c.how) == ("d", "T10", "locked") and "range scanned" in str(c)
+    assert s.conflicts("T10", 10, ["d"], ranges=[("d", "e")]) == []  # its own lock
+
+
+def test_a_range_lock_refuses_writers_inside_it_only():
+    s = Store()
+    s.lock("T5", 5, [], [], [("b", "d"), ("x", None)])
+    assert s.range_locks == {"T5": (("b", "d"), ("x", None))}
+    for key, locked in (("a", False), ("b", True), ("cz", True), ("d", False), ("zz", True)):
+        found = s.conflicts("T6", 6, [key])
+        assert bool(found) is locked, key
+        if locked:
+            assert found[0].how == "range-locked" and found[0].other == "T5"
+            assert "scanned by prepared serializable transaction T5" in str(found[0])
+    assert s.conflicts("T5", 5, ["c"]) == []  # its own range
+    s.unlock("T5", [])
+    assert s.range_locks == {} and s.conflicts("T6", 6, ["c"]) == []
+
+
+def test_scan_blocker_finds_prepared_writes_in_range_that_may_commit_below():
+    s = Store()
+    s.lock("T5", 5, ["k"])
+    assert s.scan_blocker(("a", "z"), 6) == ("k", s.write_locks["k"])
+    assert s.scan_blocker(("a", "z"), 5) is None  # started at the snapshot: commits above it
+    assert s.scan_blocker(("a", "k"), 6) is None
+    assert s.scan_blocker(("a", "z"), 6, tx="T5") is None
+
+
+def test_range_locks_are_in_the_fingerprint_and_every_mutator_resets_it():
+    s = Store()
+    before = s.fingerprint()
+    s.lock("T5", 5, [], [], [("a", "b")])
+    locked = s.fingerprint()
+    assert locked != before
+    c = s.clone()
+    assert c.fingerprint() == locked and c.range_locks == s.range_locks
+    s.unlock("T5", [])
+    assert s.fingerprint() == before and c.range_locks == {"T5": (("a", "b"),)}

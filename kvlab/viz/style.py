@@ -37,8 +37,12 @@ KIND_COLORS: dict[str, str] = {
     m.READ: PURPLE, m.READ_REPLY: PURPLE,
     m.PREPARE: ORANGE, m.VOTE_YES: GREEN, m.VOTE_NO: VERMILLION,
     m.COMMIT: BLUE, m.ABORT: VERMILLION, m.ACK: SKY_BLUE, m.STATUS: BLACK,
+    m.SCAN: PURPLE, m.SCAN_REPLY: PURPLE,
+    m.DECISION_REQ: BLACK, m.DECISION_REPLY: BLACK,  # cooperative termination
+    m.P1A: BLACK, m.P1B: BLACK, m.P2A: ORANGE, m.P2B: GREEN,  # Paxos Commit
 }
-REPLY_KINDS = frozenset({m.TS_REPLY, m.READ_REPLY, m.VOTE_YES, m.VOTE_NO, m.ACK})
+REPLY_KINDS = frozenset({m.TS_REPLY, m.READ_REPLY, m.VOTE_YES, m.VOTE_NO, m.ACK, m.SCAN_REPLY,
+                         m.DECISION_REPLY, m.P1B, m.P2B})
 
 OUTCOME_COLORS: dict[str, str] = {
     "committed": GREEN, "aborted": VERMILLION, "committing": ORANGE, "active": SKY_BLUE,
