@@ -29,6 +29,7 @@ from kvlab.errors import (
     UnknownNode,
 )
 from kvlab.history import History
+from kvlab.proc import ProcessCluster
 from kvlab.twopc import Rules, Timing
 from kvlab.wal import TornTailWarning
 
@@ -36,6 +37,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Cluster", "Node", "CommitHandle", "Outcome", "initialize", "reset_default", "History",
+    "ProcessCluster",
     "check", "CheckReport", "Anomaly", "scenarios", "workloads", "audit", "classic",
     "Timing", "Rules", "TornTailWarning", "KvlabError", "ClusterClosed", "TransactionNotFound",
     "TransactionClosed",
