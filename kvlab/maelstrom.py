@@ -55,7 +55,7 @@ from kvlab.errors import KvlabError
 from kvlab.messages import TS_REPLY, TSO, Message
 from kvlab.node import ISOLATION_LEVELS, Begin, Commit, Get, NodeConfig, Rollback, Write
 from kvlab.proc.host import Host
-from kvlab.proc.wire import message_from_wire, message_to_wire
+from kvlab.proc.wire import FrameError, message_from_wire, message_to_wire
 from kvlab.twopc import Timing
 from kvlab.wal import FileDisk, MemoryDisk, Wal
 
@@ -138,20 +138,26 @@ class Adapter:
             return
         if kind == "init":
             self._init(src, body)
-        elif self.host is None:
-            self.error(src, body, TEMPORARILY_UNAVAILABLE, "not initialised yet")
-        elif kind == "kvlab":
-            self.host.deliver(message_from_wire(body["m"]), body.get("id", ""))
-        elif kind == "ts_ok":
+        elif kind == "ts_ok" and self.host is not None:
             req = self._tso.pop(body.get("in_reply_to"), None)
             if req is not None and isinstance(body.get("ts"), int):
                 self.host.deliver(Message(TSO, req.src, TS_REPLY, req.tx,
                                           {**req.body, "ts": body["ts"]}), "")
+        elif kind == "error" or "in_reply_to" in body:
+            self._tso.pop(body.get("in_reply_to"), None)  # e.g. an error from lin-tso: lost
+        elif self.host is None:
+            if kind != "kvlab":  # a peer's message is just lost; a client hears why
+                self.error(src, body, TEMPORARILY_UNAVAILABLE, "not initialised yet")
+        elif kind == "kvlab":
+            try:
+                msg = message_from_wire(body.get("m"))
+            except FrameError as e:
+                log.warning("dropping a malformed kvlab message: %s", e)
+                return
+            self.host.deliver(msg, body.get("id", ""))
         elif kind == "txn":
             task = asyncio.get_running_loop().create_task(self._txn(src, body))
             task.add_done_callback(_reraise)
-        elif "in_reply_to" in body:
-            self._tso.pop(body["in_reply_to"], None)  # e.g. an error from lin-tso: lost
         else:
             self.error(src, body, NOT_SUPPORTED, f"kvlab does not serve {kind!r} requests")
 

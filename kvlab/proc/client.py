@@ -21,8 +21,10 @@ new code is the transport. What differs, and why:
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import socket
+import struct
 import threading
 import time
 import types
@@ -103,6 +105,13 @@ class _Conn:
                 raise ConnectionError(f"{addr[0]}:{addr[1]} is not node {node!r} "
                                       f"(it says {hello and hello.get('node')!r})")
             sock.settimeout(None)
+            # a node that stops reading (hung, SIGSTOP) must not block a send, and with it
+            # the driver's lock, for ever: after call_timeout the send fails, the node is
+            # NodeUnavailable. (A socket timeout would apply to the reader thread too.)
+            secs = max(1.0, owner.call_timeout)
+            with contextlib.suppress(OSError, AttributeError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
+                                struct.pack("ll", int(secs), int(secs % 1 * 1e6)))
         except BaseException:
             sock.close()
             raise
