@@ -241,7 +241,7 @@ def test_close_and_reopen_recovers_and_leaves_nothing_behind(tmp_path):
 def test_children_die_with_their_parent(tmp_path):
     """SIGKILL the interpreter that owns a cluster (a notebook kernel dying): no orphans."""
     code = ("import sys, time; from kvlab.proc import ProcessCluster; "
-            "pc = ProcessCluster(['n1', 'n2']); "
+            "pc = ProcessCluster(['n1', 'n2'], data_dir='d'); "  # in tmp_path: nobody removes it
             "print(*pc.pids.values(), *pc.ports.values(), flush=True); time.sleep(600)")
     parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
                               env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=tmp_path)
