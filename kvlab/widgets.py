@@ -20,6 +20,7 @@ whose content did not change is not re-encoded.
 
 from __future__ import annotations
 
+import base64
 import gc
 import html
 import json
@@ -416,7 +417,38 @@ class ClusterExplorer:
                     len(self._points) - 1 and self._cannot_replay() is None:
                 self.start_here()
                 self._say("ready: Step runs the next event; Reset comes back to this start")
-        return self.widget._repr_mimebundle_(**kwargs)
+        bundle = dict(self.widget._repr_mimebundle_(**kwargs) or {})
+        # what a page without a widget manager shows instead (GitHub, nbviewer without the
+        # widget state, a notebook opened before it is run): a picture, not "VBox(children=…"
+        bundle["text/html"] = self.snapshot_html()
+        bundle["text/plain"] = self.summary()
+        return bundle
+
+    def summary(self) -> str:
+        """One line about the explorer and its cluster (a notebook's plain-text fallback)."""
+        c = self.cluster
+        return (f"ClusterExplorer over {len(c.ids)} nodes ({', '.join(map(str, c.ids))}) at "
+                f"t={c.now}: {len(c.pending())} message(s) in flight, {len(c.trace)} events; "
+                f"run the notebook to use its controls")
+
+    def snapshot_html(self) -> str:
+        """A static picture of the explorer's panels as they are now, with a note that the
+        controls need a live kernel."""
+        def img(widget: widgets.Image, alt: str) -> str:
+            data = base64.b64encode(bytes(widget.value)).decode("ascii")
+            return (f"<img src='data:image/png;base64,{data}' alt='{html.escape(alt)}' "
+                    f"style='max-width:none;margin:0 8px 8px 0'>")
+        pending = "".join(f"<li>{html.escape(str(e))}</li>" for e in self.cluster.pending()[:8])
+        return ("<div class='kvlab-explorer-snapshot' style='font-size:13px;color:#222'>"
+                "<div style='margin-bottom:4px'><b>ClusterExplorer</b> (a picture of it as "
+                "this notebook last ran; run the notebook to use its buttons)</div>"
+                "<div style='display:flex;flex-wrap:wrap;align-items:flex-start'>"
+                + img(self.cluster_image, "the cluster: nodes and messages in flight")
+                + img(self.sequence_image, "the sequence diagram of recent events")
+                + "</div>" + legend_html()
+                + (f"<div><b>In flight</b><ul style='margin:2px 0;font-family:monospace;"
+                   f"font-size:12px'>{pending}</ul></div>" if pending else "")
+                + "</div>")
 
     # -- actions (what the buttons do; callable from Python too) ----------------------------
     def step(self) -> bool:

@@ -113,8 +113,8 @@ def run(kind: str = "bank", transactions: int = 1000, concurrency: int = 8, keys
         raise KvlabError("could not commit the initial data in 50 attempts: lower the loss rate")
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=transactions, desc=f"{kind} workload", unit="tx")
+        from kvlab.progress import Progress
+        bar = Progress(transactions, f"{kind} workload")
     down: list[str] = []
     done = 0
     timeouts = 0

@@ -111,6 +111,88 @@ def lab(tmp_path):
         yield base
 
 
+CHAPTERS = {  # notebook -> what its first figure is (a check's feedback where there is none)
+    "01_tour.ipynb": "img", "02_mvcc_and_snapshots.ipynb": "img",
+    "04_two_phase_commit.ipynb": "img", "05_failures_and_recovery.ipynb": "img",
+    "06_stress_and_checking.ipynb": "img", "07_workshop_exercises.ipynb": "feedback",
+}
+
+
+@pytest.fixture
+def lab_chapters(tmp_path):
+    """A JupyterLab over copies of the chapters in CHAPTERS."""
+    _require(importlib.util.find_spec("jupyterlab") is not None, "jupyterlab is not installed")
+    root = tmp_path / "lab"
+    root.mkdir()
+    for name in CHAPTERS:
+        shutil.copy(ROOT / "notebooks" / name, root / name)
+    port = _free_port()
+    env = dict(os.environ, JUPYTER_CONFIG_DIR=str(tmp_path / "config"),
+               JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"))
+    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", "--allow-root",
+           f"--port={port}", f"--ServerApp.root_dir={root}", f"--IdentityProvider.token={TOKEN}",
+           f"--LabApp.workspaces_dir={tmp_path / 'workspaces'}"]
+    base = f"http://127.0.0.1:{port}"
+    with _serve(cmd, f"{base}/api/status?token={TOKEN}", tmp_path / "lab.log", env):
+        yield base
+
+
+def _open(page, base: str, name: str) -> None:
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    page.goto(f"{base}/lab/tree/{name}?reset&token={TOKEN}")  # reset: only this one open
+    page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=60_000)
+    with contextlib.suppress(PlaywrightTimeout):  # the kernel picker of a fresh server
+        page.locator(".jp-Dialog .jp-mod-accept").click(timeout=3_000)
+
+
+def _shown_size(locator) -> tuple[float, float]:
+    box = locator.bounding_box()
+    return (box["width"], box["height"]) if box else (0.0, 0.0)
+
+
+def test_stored_chapters_show_their_first_figure_and_explorer_picture(lab_chapters, chromium):
+    """Each chapter as stored (before Run All): its first figure is laid out at its size and
+    saved to images/; chapter 1's explorer shows a picture, not a raw "VBox(children=..." line,
+    and chapter 6's progress line its finished state."""
+    page = chromium
+    out = ROOT / "images"
+    out.mkdir(exist_ok=True)
+    for name, what in CHAPTERS.items():
+        _open(page, lab_chapters, name)
+        nb = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
+        if what == "img":
+            target = nb.locator(".jp-OutputArea-output img").first
+            target.wait_for(state="attached", timeout=30_000)
+            target.scroll_into_view_if_needed()  # JupyterLab hides cells far off screen
+            target.wait_for(state="visible", timeout=30_000)
+            assert page.evaluate("(img) => img.naturalWidth", target.element_handle()) > 100
+        else:
+            target = nb.locator(".jp-OutputArea-output", has_text="not yet").first
+            target.wait_for(state="attached", timeout=30_000)
+            target.scroll_into_view_if_needed()
+            target.wait_for(state="visible", timeout=30_000)
+        width, height = _shown_size(target)
+        assert width > 100 and height > 20, f"{name}: first output laid out at {width}x{height}"
+        kind = "figure" if what == "img" else "check"
+        target.screenshot(path=str(out / f"{name[:2]}_first_{kind}.png"))
+        if name.startswith("01"):  # the explorer from its stored widget state, or its picture
+            shown = nb.locator(".kvlab-explorer-snapshot, .widget-vbox:has(button.widget-button)")
+            shown.first.scroll_into_view_if_needed()
+            assert _shown_size(shown.first)[1] > 300
+            assert nb.locator("text=VBox(children=").count() == 0
+            shown.first.screenshot(path=str(out / "01_explorer_stored.png"))
+        if name.startswith("04"):  # the animation's first frame, without a click
+            frame = nb.locator(".kvlab-anim img").first
+            frame.scroll_into_view_if_needed()
+            width, height = _shown_size(frame)
+            assert width > 300 and height > 300, f"animation frame laid out at {width}x{height}"
+            frame.locator("xpath=..").screenshot(path=str(out / "04_animation.png"))
+        if name.startswith("06"):  # the progress line ends as a summary, not a bar at 0%
+            line = nb.locator(".jp-OutputArea-output", has_text="bank workload:").first
+            line.scroll_into_view_if_needed()
+            assert "2000/2000 transactions, done" in line.inner_text()
+
+
 @pytest.fixture
 def voila(tmp_path):
     _require(importlib.util.find_spec("voila") is not None, "voila is not installed")

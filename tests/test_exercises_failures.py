@@ -55,6 +55,8 @@ def test_an_extra_step_is_named_with_a_way_to_see_it():
     assert not fb.ok
     assert f"after step {d} no participant is in doubt" in fb.message
     assert f"{d} of your steps are right" in fb.message
+    one = check_in_doubt_steps([0, d])  # one right, one wrong
+    assert not one.ok and "1 of your steps is right" in one.message
 
 
 def test_placeholder_and_malformed_answers_get_a_hint():

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from kvlab.exercises.twopc import check_both_abort, race, replay
+import kvlab
+from kvlab.exercises.twopc import check_both_abort, race, replay, step_line
 
 
 def prepare_ids():
@@ -60,3 +61,19 @@ def test_an_id_not_in_flight_is_named_with_its_position():
     fb = check_both_abort([5, 99])
     assert not fb.ok
     assert "message #99 (position 1 of your order) is not in flight" in fb.message
+
+
+def test_step_line_shortens_each_step_of_a_commit_to_one_line():
+    c = kvlab.Cluster(["n1", "n2", "n3"], seed=0)
+    tx = c["n1"].begin()
+    c["n1"].put(tx, "x", 1)
+    c["n1"].commit_async(tx)
+    lines = []
+    while not c.quiet:
+        lines.append(step_line(c.step()))
+    assert len(lines) == 21 and all("\n" not in line for line in lines)
+    assert lines[0] == ("t=3   n1: deliver PREPARE n1->n1 · log PREPARE [force] · participant "
+                        "prepare ok: INIT→PREPARED")
+    assert lines[11] == "t=8   n1: flush (fsync) · send COMMIT→n1,n2,n3"  # one send, 3 targets
+    assert lines[-1].endswith("log END · coordinator all acked: COMMITTING→COMMITTED")
+    assert step_line([]) == "(nothing)"

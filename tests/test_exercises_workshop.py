@@ -133,6 +133,14 @@ def test_break_atomicity_accepts_the_solution():
     assert "atomicity or durability broken" in fb.message
 
 
+def test_break_atomicity_wants_exactly_one_rule_off():
+    # n1 after 11 steps breaks atomicity with force_decision off, whatever else is off
+    fb = w.check_break_atomicity({"rules": kvlab.Rules(force_decision=False, force_commit=False),
+                                  "victim": "n1", "step": 11})
+    assert not fb.ok and "exactly one rule" in fb.message
+    assert "force_decision and force_commit" in fb.message
+
+
 def test_break_atomicity_rejects_harmless_crashes_with_a_rule_specific_hint():
     fb = w.check_break_atomicity(
         {"rules": kvlab.Rules(force_decision=False), "victim": "n2", "step": 11})
@@ -218,3 +226,13 @@ def test_weakest_levels_says_too_weak_or_too_strong():
     assert not fb.ok and "a weaker level does too" in fb.message
     assert "is not a level" in w.check_weakest_levels(dict.fromkeys(w.TASK6, "SI")).message
     assert "exactly the keys" in w.check_weakest_levels({"P4": "snapshot"}).message
+
+
+def test_anomaly_names_are_the_ones_the_check_accepts():
+    names = w.anomaly_names()
+    for name in (n.split(" (")[0] for n in names.split(", ")):
+        assert "is not an anomaly name" not in w.check_anomaly(name).message
+    assert "incompatible-order (incompatible order)" in names
+    wrapped = w.anomaly_names(width=40)
+    assert max(map(len, wrapped.splitlines())) <= 40
+    assert wrapped.replace("\n", " ") == names  # wrapped between words, never inside a name

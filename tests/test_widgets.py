@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import re
+
 import matplotlib
 import pytest
 
@@ -538,3 +541,19 @@ def test_html_text_is_at_least_12px(ex):
              ex.inspect_event(len(ex.cluster.trace) - 1)]
     sizes = [int(px) for part in parts for px in re.findall(r"font-size:\s*(\d+)px", part)]
     assert sizes and min(sizes) >= 12
+
+
+def test_a_stored_notebook_shows_a_picture_of_the_explorer_not_its_widget_repr(ex):
+    begin_commit(ex)
+    bundle = ex._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle  # a live page: the widget
+    assert "VBox(" not in bundle["text/plain"]
+    assert bundle["text/plain"].startswith("ClusterExplorer over 3 nodes (n1, n2, n3)")
+    assert "3 message(s) in flight" in bundle["text/plain"]
+    page = bundle["text/html"]
+    # without a widget manager: the cluster and sequence panels as they are, and what is in flight
+    pngs = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", page)
+    assert [base64.b64decode(p) for p in pngs] == [ex.cluster_image.value,
+                                                   ex.sequence_image.value]
+    assert page.count("<li>") == 3 and "PREPARE" in page
+    assert "run the notebook" in page

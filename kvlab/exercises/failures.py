@@ -91,7 +91,9 @@ def check_in_doubt_steps(answer: Any) -> Feedback:
     if extra:
         parts.append(f"after step {extra[0]} no participant is in doubt (crash there and look "
                      f"at c.states() after c.run())")
-    return not_yet("; ".join(parts) + f". {len(steps & truth)} of your steps are right.")
+    right = len(steps & truth)
+    return not_yet("; ".join(parts) + f". {right} of your steps {'is' if right == 1 else 'are'} "
+                   f"right.")
 
 
 __all__ = ["exercise_cluster", "total_steps", "in_doubt_after_crash", "check_in_doubt_steps"]

@@ -87,4 +87,38 @@ def check_both_abort(order: Any) -> Feedback:
         f"PREPARE for x while another transaction holds x's lock.")
 
 
-__all__ = ["race", "replay", "check_both_abort"]
+def step_line(events: Iterable[Any]) -> str:
+    """One short line for the events of one ``cluster.step()``: the time and node, then what
+    happened, in order (``events.text()`` has the full trace lines)."""
+    events = [e for e in events if e.kind != "timer"]
+    if not events:
+        return "(nothing)"
+    parts: list[str] = []
+    sends: dict[str, list[str]] = {}
+    for e in events:
+        d = e.data
+        if e.kind == "send":
+            if d["kind"] not in sends:
+                sends[d["kind"]] = []
+                parts.append(f"send {d['kind']}")
+            sends[d["kind"]].append(str(d["dst"]))
+            continue
+        if e.kind in ("deliver", "drop"):
+            parts.append(f"{e.kind} {d['kind']} {d['src']}->{d['dst']}")
+        elif e.kind == "wal":
+            parts.append(f"log {d['type']}" + (" [force]" if d.get("force") else ""))
+        elif e.kind == "flush":
+            parts.append("flush (fsync)")
+        elif e.kind == "state" and "new" in d:
+            parts.append(f"{d['role']} {d['event']}: {d['old']}→{d['new']}")
+        elif e.kind == "state":
+            parts.append(str(d["event"]))
+        else:
+            parts.append(e.kind)
+    parts = [f"{p}→{','.join(sends[p[5:]])}" if p.startswith("send ") and p[5:] in sends
+             else p for p in parts]
+    first = events[0]
+    return f"t={first.time:<3} {first.node}: " + " · ".join(parts)
+
+
+__all__ = ["race", "replay", "check_both_abort", "step_line"]

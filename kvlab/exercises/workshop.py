@@ -19,6 +19,7 @@ task   setup                         learner answers                 check
 from __future__ import annotations
 
 import itertools
+import textwrap
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -296,9 +297,12 @@ def check_break_atomicity(answer: Any) -> Feedback:
         return not_yet("all three force rules are still on, so no crash can break atomicity "
                        "(the exhaustive crash tests prove it). Switch one off, e.g. "
                        "kvlab.Rules(force_commit=False), then choose the crash.")
-    total = commit_steps(rules).count("\n") + 1
     off = [r for r in ("force_prepare", "force_decision", "force_commit")
            if not getattr(rules, r)]
+    if len(off) > 1:
+        return not_yet(f"{' and '.join(off)} are all off: switch exactly one rule off, so "
+                       f"that the crash you choose shows what that one rule protects.")
+    total = commit_steps(rules).count("\n") + 1
     try:
         report = audit(crash_run(rules, victim, step))
         noticed = ""
@@ -348,10 +352,19 @@ def _anomaly_name(text: str) -> str | None:
     return None
 
 
+def anomaly_names(width: int | None = None) -> str:
+    """The anomaly names task 4 accepts, each with its nickname: those kvlab.check reports
+    (wrapped at ``width`` characters, between names, if given)."""
+    text = ", ".join(f"{n} ({k})" for n, k in NICKNAMES.items())
+    if width is None:
+        return text
+    return textwrap.fill(text, width, break_long_words=False, break_on_hyphens=False)
+
+
 def check_anomaly(answer: Any) -> Feedback:
     """Task 4: ``answer`` names the anomaly (e.g. "G1c" or "circular information flow") that
     :data:`SCHEDULE` shows at read committed, as kvlab.check finds it in the engine's history."""
-    names = ", ".join(f"{n} ({k})" for n, k in NICKNAMES.items())
+    names = anomaly_names()
     if answer is None:
         return not_yet(f"answer is still None: give the name of one anomaly: {names}.")
     name = _anomaly_name(answer) if isinstance(answer, str) else None
@@ -515,7 +528,8 @@ def check_weakest_levels(answer: Any) -> Feedback:
 
 __all__ = [
     "ACTIONS", "NODES", "SCHEDULE", "TASK6", "Blocked", "SeatRace", "Story", "apply_action",
-    "blocked_cluster", "check_anomaly", "check_both_abort", "check_break_atomicity",
-    "check_snapshot", "check_unblock", "check_weakest_levels", "commit_steps", "crash_run",
+    "anomaly_names", "blocked_cluster", "check_anomaly", "check_both_abort",
+    "check_break_atomicity", "check_snapshot", "check_unblock", "check_weakest_levels",
+    "commit_steps", "crash_run",
     "deliver_then_run", "run_schedule", "seat_race", "snapshot_story", "weakest_level",
 ]
