@@ -309,11 +309,11 @@ class ClusterExplorer:
         self.deliver_button = _button("Deliver", "deliver the selected message now", "success")
         self.drop_button = _button("Drop", "lose the selected message", "danger")
         self.inspector = w.HTML(layout=w.Layout(width="360px"))
-        self.node_picker = w.Dropdown(description="Node", layout=w.Layout(width="170px"))
+        self.node_picker = w.Dropdown(description="Node", layout=w.Layout(width="150px"))
         self.crash_button = _button("Crash", "stop the node: memory and unflushed log lost",
                                     "danger")
         self.torn = w.Checkbox(value=False, description="torn write", indent=False,
-                               layout=w.Layout(width="100px"))
+                               layout=w.Layout(width="90px"))
         self.restart_button = _button("Restart", "recover the node from its log", "success")
         self.partition_group = w.SelectMultiple(options=[], rows=3, description="One side",
                                                 layout=w.Layout(width="200px"))
@@ -332,7 +332,7 @@ class ClusterExplorer:
         self.sequence_image = w.Image(format="png")
         self.versions_node = w.Dropdown(description="Versions on", layout=w.Layout(width="200px"))
         self.versions_image = w.Image(format="png")
-        self.log = w.Select(options=[], rows=self.log_lines, layout=w.Layout(width="560px"))
+        self.log = w.Select(options=[], rows=self.log_lines, layout=w.Layout(width="540px"))
         self.log.add_class("kvlab-log")
         for button, action in ((self.step_button, self.step), (self.run_button, self.run),
                                (self.back_button, self.back),
@@ -394,7 +394,7 @@ class ClusterExplorer:
             self.cluster_view = ClusterView(ids, legend=False, size=(4.2, 4.2))
             self.sequence_view = SequenceView(ids, size=(5.2, 5.6), compact=True)
             self.sequence_view.fig.subplots_adjust(left=0.1, right=0.99, top=0.99, bottom=0.01)
-            self.versions_view = VersionsView(size=(5.6, 2.8))
+            self.versions_view = VersionsView(size=(5.4, 2.6))
             self.versions_view.fig.subplots_adjust(left=0.01, right=0.99, top=0.9, bottom=0.02)
             for view in (self.cluster_view, self.sequence_view, self.versions_view):
                 view.fig.set_dpi(100)  # shown 1:1, so 8 pt text is 11 px
@@ -437,12 +437,12 @@ class ClusterExplorer:
         def img(widget: widgets.Image, alt: str) -> str:
             data = base64.b64encode(bytes(widget.value)).decode("ascii")
             return (f"<img src='data:image/png;base64,{data}' alt='{html.escape(alt)}' "
-                    f"style='max-width:none;margin:0 8px 8px 0'>")
+                    f"style='max-width:none;margin:0 4px 8px 0'>")
         pending = "".join(f"<li>{html.escape(str(e))}</li>" for e in self.cluster.pending()[:8])
         return ("<div class='kvlab-explorer-snapshot' style='font-size:13px;color:#222'>"
                 "<div style='margin-bottom:4px'><b>ClusterExplorer</b> (a picture of it as "
                 "this notebook last ran; run the notebook to use its buttons)</div>"
-                "<div style='display:flex;flex-wrap:wrap;align-items:flex-start'>"
+                "<div style='display:flex;flex-wrap:nowrap;overflow-x:auto;align-items:flex-start'>"
                 + img(self.cluster_image, "the cluster: nodes and messages in flight")
                 + img(self.sequence_image, "the sequence diagram of recent events")
                 + "</div>" + legend_html()
