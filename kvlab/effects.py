@@ -53,6 +53,9 @@ class Outputs:
     replies: list[Reply] = field(default_factory=list)
     notes: list[dict[str, Any]] = field(default_factory=list)  # state changes, for the trace
     watch: list[Any] = field(default_factory=list)  # peers to hear about when reachable again
+    # (tx, committed, commit_ts, reason) decided here by a Paxos Commit leader that may not be
+    # the coordinator: the driver settles the client's commit handle with it
+    outcomes: list[tuple[str, bool, int | None, str]] = field(default_factory=list)
     fp: Any = None  # kvlab.explore's fingerprint of a held output, once computed
 
     @property
@@ -83,6 +86,8 @@ class Outputs:
         self.replies += other.replies
         self.notes += other.notes
         self.watch += other.watch
+        if other.outcomes:
+            self.outcomes += other.outcomes
         return self
 
 
@@ -131,7 +136,8 @@ class Outbox:
                 o.fp = mixed_hash((tuple(m.key() for m in o.messages),
                                    tuple(k for k, _ in o.timers),
                                    tuple((r.call, repr(r.value), repr(r.error))
-                                         for r in o.replies), tuple(o.watch)))
+                                         for r in o.replies), tuple(o.watch))
+                                  + ((tuple(o.outcomes),) if o.outcomes else ()))
             total += o.fp
         return total & 0xFFFFFFFFFFFFFFFF
 

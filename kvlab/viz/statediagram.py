@@ -17,14 +17,17 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Circle, FancyArrowPatch, FancyBboxPatch
 
-from kvlab import twopc
+from kvlab import paxos, twopc
 from kvlab.viz import style as st
 from kvlab.viz.common import VizError, figure_ax, text_size
 from kvlab.viz.scene import is_live
 
 TABLES = {"coordinator": twopc.COORDINATOR_TRANSITIONS,
-          "participant": twopc.PARTICIPANT_TRANSITIONS}
-ENTRIES = {"coordinator": twopc.COORDINATOR_RECOVERY, "participant": {}}
+          "participant": twopc.PARTICIPANT_TRANSITIONS,
+          "acceptor": paxos.ACCEPTOR_TRANSITIONS,  # Paxos Commit's roles (kvlab.paxos)
+          "leader": paxos.LEADER_TRANSITIONS}
+ENTRIES = {"coordinator": twopc.COORDINATOR_RECOVERY, "participant": {}, "acceptor": {},
+           "leader": paxos.LEADER_ENTRIES}
 BOX_W, BOX_H, DX, DY = 1.6, 0.62, 2.4, 1.5  # layout()'s grid units (columns, rows)
 # the drawing, in inches: text padding in a box, least room between columns for a label,
 # room between rows, margins

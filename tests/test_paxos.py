@@ -1,0 +1,318 @@
+"""Paxos Commit (kvlab.paxos): votes chosen by 2F+1 acceptors, so a coordinator crash no
+longer leaves participants in doubt; with F = 0 it is two-phase commit again."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+import kvlab
+from kvlab import explore
+from kvlab.messages import COMMIT, P2A, P2B, Message
+from kvlab.paxos import Acceptor, acceptors_for
+from kvlab.twopc import COMMITTED, IN_DOUBT, PREPARED
+
+NODES = ["n1", "n2", "n3"]
+UNDECIDED = (PREPARED, IN_DOUBT)
+
+
+def paxos(f: int = 1, **kw: Any) -> kvlab.Cluster:
+    return kvlab.Cluster(NODES, seed=0, commit_protocol="paxos", paxos_f=f, **kw)
+
+
+def start_one(c: kvlab.Cluster) -> tuple[str, Any]:
+    n1 = c["n1"]
+    t = n1.begin()
+    n1.put(t, "x", 1)
+    return t, n1.commit_async(t)
+
+
+def outcomes(c: kvlab.Cluster, tx: str) -> dict[Any, str]:
+    return {n: s for (n, role, t), s in c.states().items() if role == "participant" and t == tx}
+
+
+def records(c: kvlab.Cluster, node: Any) -> list[Any]:
+    return c.wal(node).scan().records
+
+
+def voted(c: kvlab.Cluster, tx: str, nodes: list[Any]) -> bool:
+    """Every one of ``nodes`` has a durable PREPARE of ``tx`` (its vote went to the acceptors)."""
+    return all(any(r.type == "PREPARE" and r.data["tx"] == tx for r in records(c, n))
+               and not c._outbox[n].waiting for n in nodes)
+
+
+def run_until(c: kvlab.Cluster, ready: Any, limit: int = 10_000) -> None:
+    for _ in range(limit):
+        if ready():
+            return
+        assert c.step() is not None
+    raise AssertionError("never ready")
+
+
+# -- the normal case -----------------------------------------------------------------------------
+def test_happy_commit_is_decided_by_the_acceptors_without_a_decision_record():
+    c = paxos()
+    t, h = start_one(c)
+    c.run()
+    assert h.committed is True and h.commit_ts is not None
+    assert set(outcomes(c, t).values()) == {COMMITTED}
+    prepare_ts = [r.data["prepare_ts"] for n in NODES for r in records(c, n)
+                  if r.type == "PREPARE"]
+    assert h.commit_ts == max(prepare_ts)  # derived from the chosen votes
+    for n in NODES:
+        kinds = [r.type for r in records(c, n)]
+        assert "DECISION" not in kinds and "END" not in kinds
+        assert kinds.count("ACCEPT") == 3  # every node accepts every participant's vote
+        assert c.core(n).store.chains["x"][-1].commit_ts == h.commit_ts
+    assert {e.data["kind"] for e in c.trace if e.kind == "send"} >= {P2A, P2B, COMMIT}
+
+
+def test_a_conflict_aborts_through_an_aborted_ballot_0_vote():
+    c = paxos()
+    a, b = c["n1"], c["n2"]
+    t1, t2 = a.begin(), b.begin()
+    a.put(t1, "y", 1)
+    b.put(t2, "y", 2)
+    h1, h2 = a.commit_async(t1), b.commit_async(t2)
+    c.run()
+    assert sorted([h1.committed, h2.committed]) == [False, True]
+    loser = t2 if h1.committed else t1
+    assert set(outcomes(c, loser).values()) == {"ABORTED"}
+    aborts = [r for n in NODES for r in records(c, n) if r.type == "ABORT"
+              and r.data["tx"] == loser and "start_ts" in r.data]
+    assert aborts  # the no vote is forced: a duplicate PREPARE must not get another value
+    assert c.core("n1").store.write_locks == {} and c.quiet
+
+
+def test_two_pc_and_cooperative_stay_without_paxos_messages():
+    for proto in ("2pc", "cooperative"):
+        c = kvlab.Cluster(NODES, seed=0, commit_protocol=proto)
+        start_one(c)
+        c.run()
+        kinds = {e.data["kind"] for e in c.trace if e.kind == "send"}
+        assert not kinds & {"P1A", "P1B", P2A, P2B}
+
+
+# -- coordinator crashes ----------------------------------------------------------------------
+def test_a_coordinator_crash_at_any_step_never_blocks_and_the_outcome_agrees():
+    base = paxos()
+    t, _ = start_one(base)
+    steps = base.run()
+    assert steps > 20
+    for k in range(steps + 1):
+        c = paxos()
+        _, h = start_one(c)
+        for _ in range(k):
+            c.step()
+        c.crash("n1")
+        for env in [e for e in c.pending() if e.msg.src == "n1"]:
+            c.drop(env)  # its unsent messages go with it
+        c.run()
+        live = {n: s for n, s in outcomes(c, t).items() if n != "n1"}
+        assert not set(live.values()) & set(UNDECIDED), (k, live)
+        assert len(set(live.values())) <= 1, (k, live)
+        c.restart("n1")
+        c.run()
+        final = outcomes(c, t)
+        assert len(set(final.values())) <= 1 and not set(final.values()) & set(UNDECIDED), \
+            (k, final)
+        if final:
+            decided = set(final.values()).pop() == COMMITTED
+            assert h.done and h.committed is decided, (k, h, final)
+            if decided:
+                assert {c.core(n).store.chains["x"][-1].commit_ts for n in NODES} == \
+                    {h.commit_ts}
+
+
+def test_f_plus_1_acceptors_down_blocks_then_one_returning_unblocks():
+    c = paxos()
+    t, h = start_one(c)
+    run_until(c, lambda: voted(c, t, ["n2"]))
+    c.crash("n1")
+    c.crash("n3")
+    c.run()
+    assert c.quiet and outcomes(c, t)["n2"] == IN_DOUBT  # only F of 2F+1 acceptors up
+    c.restart("n3")
+    c.run()
+    state = outcomes(c, t)["n2"]
+    assert state not in UNDECIDED and outcomes(c, t)["n3"] == state
+    assert h.done and h.committed is (state == COMMITTED)  # n1, its coordinator, still down
+    c.restart("n1")
+    c.run()
+    assert set(outcomes(c, t).values()) == {state}
+
+
+def test_commit_ts_is_the_same_whichever_leader_decides():
+    c = paxos()
+    t, h = start_one(c)
+    # the coordinator decides; its COMMITs to n2 and n3 are lost until they decided themselves
+    for _ in range(10_000):
+        undecided = [n for n in ("n2", "n3") if outcomes(c, t).get(n) in UNDECIDED]
+        if h.done and not undecided:
+            break
+        for env in c.pending():
+            if env.msg.kind == COMMIT and env.msg.src == "n1" and env.msg.dst in undecided:
+                c.drop(env)
+        if not c.step():
+            break
+    c.run()
+    assert h.committed is True
+    leaders = {e.node for e in c.trace if e.kind == "state" and e.data.get("role") == "leader"
+               and e.data.get("event") == "all chosen"}
+    assert leaders >= {"n1", "n2"} or leaders >= {"n1", "n3"}, leaders
+    assert {c.core(n).store.chains["x"][-1].commit_ts for n in NODES} == {h.commit_ts}
+
+
+# -- recovery from the log ------------------------------------------------------------------
+@pytest.mark.parametrize("disk", ["memory", "data_dir", "checkpoint"])
+def test_acceptors_and_participants_recover_their_votes_from_the_wal(disk, tmp_path):
+    c = paxos(data_dir=tmp_path if disk == "data_dir" else None)
+    t, h = start_one(c)
+    run_until(c, lambda: voted(c, t, NODES) and all(
+        sum(r.type == "ACCEPT" for r in records(c, n)) == 3 for n in NODES))
+    if disk == "checkpoint":
+        c.checkpoint()
+        assert not any(r.type in ("ACCEPT", "PREPARE") for r in records(c, "n2"))
+    for n in NODES:
+        c.crash(n)
+    c.run()
+    for n in NODES:
+        c.restart(n)
+        assert len(c.core(n).coordinator.acceptor.txs[t].accepted) == 3
+    assert all(s == IN_DOUBT for s in outcomes(c, t).values())
+    c.run()
+    assert set(outcomes(c, t).values()) == {COMMITTED}  # every vote had been chosen
+    stamps = {c.core(n).store.chains["x"][-1].commit_ts for n in NODES}
+    assert h.done and h.committed is True and stamps == {h.commit_ts}
+    c.close()
+
+
+def test_a_damaged_accept_record_is_refused():
+    from kvlab.errors import CorruptLog
+    from kvlab.node import check_record
+    from kvlab.wal import LogRecord
+
+    good = {"tx": "T1", "start_ts": 1, "ballot": [0, "n1"], "values": [["n2", ["aborted"]]]}
+    check_record(LogRecord(1, "ACCEPT", good))
+    with pytest.raises(CorruptLog):
+        check_record(LogRecord(1, "ACCEPT", {**good, "values": [["n2", ["maybe"]]]}))
+    with pytest.raises(CorruptLog):
+        check_record(LogRecord(1, "PROMISE", {"tx": "T1", "start_ts": 1, "ballot": [0]}))
+
+
+# -- duplicates and stale ballot-0 values ------------------------------------------------------
+def p2a(b: list, values: list, src: str = "n2") -> Message:
+    return Message(src, "n1", P2A, "T1", {"ballot": b, "values": values, "start_ts": 1})
+
+
+def test_the_acceptor_takes_only_the_first_ballot_0_value_of_an_instance():
+    a = Acceptor("n1")
+    out = a.on_p2a(p2a([0, "n1"], [["n2", ["prepared", 5]]]))
+    assert [r.type for r in out.records] == ["ACCEPT"] and out.force
+    assert out.messages[0].kind == P2B and out.messages[0].dst == "n1"
+    again = a.on_p2a(p2a([0, "n1"], [["n2", ["prepared", 5]]]))  # duplicate: answered again
+    assert not again.records and again.messages[0].body["values"] == [["n2", ["prepared", 5]]]
+    stale = a.on_p2a(p2a([0, "n1"], [["n2", ["aborted"]]]))  # a second ballot-0 value
+    assert not stale.records and not stale.messages
+    assert a.txs["T1"].accepted["n2"] == ((0, "n1"), ["prepared", 5])
+    # a leader's higher ballot may replace it; ballot 0 is then refused
+    a.on_p1a(Message("n3", "n1", "P1A", "T1", {"ballot": [1, "n3"], "start_ts": 1}))
+    late = a.on_p2a(p2a([0, "n1"], [["n3", ["prepared", 6]]], src="n3"))
+    assert not late.messages and "n3" not in a.txs["T1"].accepted
+    b = Acceptor("n1")
+    b.recover([r.data for r in out.records])
+    assert b.txs["T1"].accepted == a.txs["T1"].accepted
+
+
+def test_duplicated_and_delayed_ballot_0_messages_change_nothing():
+    c = paxos()
+    t, h = start_one(c)
+    copies = 0
+    for _ in range(10_000):
+        for env in c.pending():
+            if env.msg.kind == P2A and env.id % 2 == 0 and copies < 12:
+                c.duplicate(env)
+                copies += 1
+        if not c.step():
+            break
+    assert copies and h.committed is True
+    assert set(outcomes(c, t).values()) == {COMMITTED}
+    counts = {n: sum(r.type == "ACCEPT" for r in records(c, n)) for n in NODES}
+    assert counts == {n: 3 for n in NODES}  # a duplicate is answered, never logged again
+
+
+def test_a_delayed_prepare_below_the_horizon_gets_no_vote():
+    c = paxos()
+    t, _ = start_one(c)
+    c.run()
+    p = c.core("n2").participant
+    p.forget(10**6)
+    assert t not in p.txs
+    prep = next(e for e in c.trace if e.kind == "send" and e.data["kind"] == "PREPARE")
+    msg = Message("n1", "n2", "PREPARE", t, {"start_ts": 1, "coordinator": "n1",
+                                               "participants": NODES, "writes": {},
+                                               "reads": [], "isolation": "snapshot"})
+    out = p.on_prepare(msg)
+    assert prep and not out.messages and not out.records
+
+
+# -- F = 0 is two-phase commit ---------------------------------------------------------------
+def test_f_0_is_two_phase_commit_a_coordinator_crash_blocks():
+    assert acceptors_for("n1", NODES, 0) == ["n1"]
+    c = paxos(f=0)
+    t, h = start_one(c)
+    run_until(c, lambda: voted(c, t, ["n2", "n3"]))
+    c.crash("n1")
+    c.run()
+    assert c.quiet and {outcomes(c, t)[n] for n in ("n2", "n3")} <= set(UNDECIDED)
+    assert not any(r.type == "ACCEPT" for n in ("n2", "n3") for r in records(c, n))
+    c.restart("n1")  # its ACCEPT records are two-phase commit's decision record
+    c.run()
+    assert len(set(outcomes(c, t).values())) == 1
+    assert set(outcomes(c, t).values()) <= {COMMITTED, "ABORTED"}
+
+
+# -- the watermark --------------------------------------------------------------------------
+def test_the_watermark_waits_for_an_undecided_transaction_whose_coordinator_is_down():
+    c = paxos(f=0)
+    t, _ = start_one(c)
+    run_until(c, lambda: voted(c, t, ["n2", "n3"]))
+    start_ts = c.core("n2").participant.txs[t].start_ts
+    c.crash("n1")
+    c.run()
+    n3 = c["n3"]
+    for _ in range(3):
+        u = n3.begin()
+        n3.rollback(u)
+    assert c.gc() <= start_ts
+
+
+# -- the explorer ---------------------------------------------------------------------------
+def remote_commit(protocol: str = "paxos") -> kvlab.Cluster:
+    """n1 coordinates one write to y, which n2 owns: coordinator and participant differ."""
+    c = kvlab.Cluster(NODES, seed=0, commit_protocol=protocol, placement="partitioned")
+    n1 = c["n1"]
+    t = n1.begin()
+    n1.put(t, "y", 1)
+    n1.commit_async(t)
+    return c
+
+
+def test_explorer_paxos_never_blocks_after_any_single_crash():
+    r = explore.search(remote_commit, crashes=1, invariants=[explore.nonblocking])
+    assert r.status == "exhausted", r
+    assert r.states > 10_000 and r.terminal > 0
+
+
+def test_explorer_finds_two_phase_commit_blocking_where_paxos_does_not():
+    r = explore.search(lambda: remote_commit("2pc"), crashes=1,
+                       invariants=[explore.nonblocking])
+    assert r.status == "violation" and "blocked" in r.violation, r
+    assert any(ch.kind == "crash" and ch.node == "n1" for ch in r.schedule)
+
+
+@pytest.mark.slow
+def test_explorer_paxos_never_blocks_with_a_crash_and_a_drop():
+    r = explore.search(remote_commit, crashes=1, drops=1, invariants=[explore.nonblocking])
+    assert r.status == "exhausted", r
