@@ -23,6 +23,11 @@ Forced records (each one is what a crash must not lose):
 * an acceptor forces ACCEPT before answering phase 2, and PROMISE before answering phase 1, so
   a chosen value survives any F crashes and a promise made is never forgotten;
 * a participant forces COMMIT before acking, as in two-phase commit.
+
+No DECISION record is written: the acceptors' forced ACCEPT records *are* the decision (any
+leader recomputes it from F+1 of them), so a coordinator's log holds nothing of its own. A
+participant's "no" vote is forced too (ABORT with its start timestamp): after a crash a
+duplicate PREPARE must not give its instance a second ballot-0 value.
 """
 
 from __future__ import annotations
