@@ -557,3 +557,12 @@ def test_a_stored_notebook_shows_a_picture_of_the_explorer_not_its_widget_repr(e
                                                    ex.sequence_image.value]
     assert page.count("<li>") == 3 and "PREPARE" in page
     assert "run the notebook" in page
+
+
+def test_the_legend_wraps_between_entries_never_between_a_swatch_and_its_name():
+    from kvlab.viz import style as st
+    page = st.legend_html()
+    entries = re.findall(r"<span style='white-space:nowrap'><span [^>]*></span>([^<]+)</span>",
+                         page)
+    assert set(st.KIND_COLORS) <= set(entries)
+    assert "ring: coordinating" in entries and "grey: crashed" in entries

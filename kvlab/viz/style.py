@@ -170,13 +170,14 @@ def legend_html() -> str:
     """The message colours and node marks as HTML, for dashboards that skip the figure legend."""
     def swatch(color: str, text: str, dashed: bool = False) -> str:
         line = "dashed" if dashed else "solid"
-        return (f"<span style='display:inline-block;width:18px;border-top:3px {line} {color};"
-                f"vertical-align:middle;margin:0 3px 0 8px'></span>{text}")
+        return (f"<span style='white-space:nowrap'><span style='display:inline-block;width:18px;"
+                f"border-top:3px {line} {color};vertical-align:middle;margin:0 3px 0 8px'>"
+                f"</span>{text}</span>")
 
     def ring(color: str, text: str, face: str = "white") -> str:
-        return (f"<span style='display:inline-block;width:10px;height:10px;border-radius:50%;"
-                f"border:3px solid {color};background:{face};vertical-align:middle;"
-                f"margin:0 3px 0 8px'></span>{text}")
+        return (f"<span style='white-space:nowrap'><span style='display:inline-block;width:10px;"
+                f"height:10px;border-radius:50%;border:3px solid {color};background:{face};"
+                f"vertical-align:middle;margin:0 3px 0 8px'></span>{text}</span>")
 
     kinds = "".join(swatch(c, k, k in REPLY_KINDS) for k, c in KIND_COLORS.items())
     nodes = (ring(ORANGE, "ring: coordinating") + ring(GREY, "grey: crashed", DOWN_FACE)
