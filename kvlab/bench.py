@@ -3,11 +3,16 @@ same process, so the numbers mean something on any machine.
 
 1. simulated 3-node 2PC throughput (2-key read-modify-write, trace on) vs a minimal pure-Python
    2PC loop (the same protocol steps with no simulation, no trace, no log): target >= 0.10;
-2. durable 3-node throughput (file WAL, fsync, group commit, 16+ concurrent transactions) vs
-   sqlite3 in WAL mode with synchronous=FULL doing the same 2-key transactions: target >= 1.0;
+2. durable 3-node throughput (file WAL, fsync, group commit, 16 and 64 concurrent transactions)
+   vs sqlite3 in WAL mode with synchronous=FULL doing the same 2-key transactions: target >= 1.0,
+   with fsyncs per transaction; then the group-commit window (``fsync_latency``: how long a
+   flush waits for company) against fsyncs per transaction, simulated commit latency and
+   throughput;
 3. recovery: reopening a data directory replays every node's WAL; records/s, target >= 100k
 4. explorer: distinct states/s of kvlab.explore.search on the two-transaction configuration,
-   vs the naive alternative (copy.deepcopy of a mid-commit cluster per state): >= 5,000 states/s
+   vs the naive alternative (copy.deepcopy of a mid-commit cluster per state): >= 5,000 states/s;
+   and BFS with crashes=0 (the explorer issue's configuration) against its first figure,
+   ~5,400 states/s (the fast-path issue's target: doubled)
 5. memory: bytes each transaction leaves behind with the trace and the history off, measured
    between N and 2N transactions after a warm-up (target: about 0, memory flat)
 """
@@ -44,10 +49,13 @@ def _keys(i: int, nkeys: int) -> tuple[str, str]:
     return f"k{a}", f"k{(a * 7 + 1 + i // nkeys) % nkeys or 1}"
 
 
-def _rmw_batches(c: Cluster, n: int, concurrency: int, pick: Callable[[int], tuple[str, str]]
-                 ) -> int:
+def _rmw_batches(c: Cluster, n: int, concurrency: int, pick: Callable[[int], tuple[str, str]],
+                 latencies: list[int] | None = None) -> int:
     """2-key read-modify-write transactions, ``concurrency`` at a time: all begun, then all
-    read and written, then all committed together so their 2PC rounds overlap."""
+    read and written, then all committed together so their 2PC rounds overlap.
+
+    ``latencies``: collect each commit's simulated latency (ticks from ``commit_async`` to the
+    client's answer), stepping event by event instead of ``run()``."""
     nodes = c.nodes
     committed = 0
     for start in range(0, n, concurrency):
@@ -60,7 +68,14 @@ def _rmw_batches(c: Cluster, n: int, concurrency: int, pick: Callable[[int], tup
             node.put(tx, a, (node.get(tx, a) or 0) + 1)
             node.put(tx, b, (node.get(tx, b) or 0) - 1)
             handles.append(node.commit_async(tx))
-        c.run()
+        if latencies is None:
+            c.run()
+        else:
+            t0, waiting = c.now, handles
+            while c._step():
+                if waiting and any(h.done for h in waiting):
+                    latencies += [c.now - t0 for h in waiting if h.done]
+                    waiting = [h for h in waiting if not h.done]
         committed += sum(1 for h in handles if h.committed)
     return committed
 
@@ -139,17 +154,39 @@ def minimal_2pc(n: int, nkeys: int = 1000) -> int:
 
 
 # -- 2. durable throughput -------------------------------------------------------------------
-def durable(n: int, concurrency: int, directory: str, nkeys: int = 10_000) -> int:
-    c = Cluster(NODES, seed=2, data_dir=directory, trace=False)
+def durable(n: int, concurrency: int, directory: str | None, nkeys: int = 10_000,
+            latencies: list[int] | None = None, **options: object) -> int:
+    """``directory`` None: memory disks (for the simulated latencies, which do not depend on
+    the disk)."""
+    c = Cluster(NODES, seed=2, data_dir=directory, trace=False, **options)  # type: ignore[arg-type]
     rng = random.Random(7)
     committed = _rmw_batches(c, n, concurrency,
-                             lambda i: tuple(f"k{k}" for k in rng.sample(range(nkeys), 2)))
+                             lambda i: tuple(f"k{k}" for k in rng.sample(range(nkeys), 2)),
+                             latencies)
     durable.fsyncs = sum(c.wal(x).disk.fsyncs for x in NODES)  # type: ignore[attr-defined]
     c.close()
     return committed
 
 
+def group_commit(n: int, concurrency: int, waits: list[int], directory: str
+                 ) -> list[tuple[int, float, float, float, float]]:
+    """For each group-commit window (``fsync_latency`` ticks a flush waits for company, on a
+    network with latency 1-4 ticks, so arrivals spread): (window, fsyncs per transaction,
+    mean and max simulated commit latency in ticks, file-WAL transactions per second)."""
+    rows = []
+    for w in waits:
+        lat: list[int] = []
+        durable(n, concurrency, None, latencies=lat, fsync_latency=w, latency=(1, 4))
+        per = durable.fsyncs / n  # type: ignore[attr-defined]
+        d = os.path.join(directory, f"gc{w}")
+        rate = _rate(n, lambda: durable(n, concurrency, d, fsync_latency=w,  # noqa: B023
+                                        latency=(1, 4)))
+        rows.append((w, per, sum(lat) / len(lat), max(lat), rate))
+    return rows
+
+
 def sqlite_ref(n: int, directory: str, nkeys: int = 10_000) -> int:
+    os.makedirs(directory, exist_ok=True)
     con = sqlite3.connect(os.path.join(directory, "ref.db"), isolation_level=None)
     con.execute("PRAGMA journal_mode=WAL")
     con.execute("PRAGMA synchronous=FULL")
@@ -203,6 +240,19 @@ def two_commits() -> Cluster:
     a.commit_async(t1)
     b.commit_async(t2)
     return c
+
+
+FIRST_EXPLORER_RATE = 5_400  # states/s, BFS, crashes=0: the explorer issue's first figure
+
+
+def explorer_bfs(states: int) -> float:
+    """States/s of a BFS over :func:`two_commits` with crashes=0 (the explorer issue's
+    configuration), to compare with :data:`FIRST_EXPLORER_RATE`."""
+    from kvlab import explore
+
+    gc.collect()
+    return explore.search(two_commits, crashes=0, max_states=states, strategy="bfs",
+                          progress=False).rate
 
 
 def explorer(states: int) -> tuple[float, float]:
@@ -261,6 +311,10 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m kvlab.bench", description=__doc__.split("\n")[0])
     ap.add_argument("--tx", type=int, default=3000, help="transactions per throughput run")
     ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--durable-concurrency", default="16,64",
+                    help="concurrent transactions of the durable runs (comma-separated)")
+    ap.add_argument("--group-commit", default="0,1,2,4,8",
+                    help="group-commit windows (fsync_latency ticks) to sweep ('': skip)")
     ap.add_argument("--dir", default=None, help="where to put the WAL files (default: a temp dir)")
     ap.add_argument("--explore-states", type=int, default=50_000,
                     help="states for the explorer figure (0: skip it)")
@@ -276,12 +330,25 @@ def main(argv: list[str] | None = None) -> None:
         print(f"1. simulated 2PC (trace on, {args.concurrency} concurrent): {sim:8,.0f} tx/s   "
               f"reference minimal 2PC loop "
               f"{ref:10,.0f} tx/s   ratio {sim / ref:.3f}  (target >= 0.10)")
-        d1 = os.path.join(tmp, "durable")
-        sq = _rate(args.tx, lambda: sqlite_ref(args.tx, tmp))
-        du = _rate(args.tx, lambda: durable(args.tx, args.concurrency, d1))
-        print(f"2. durable, file WAL, {args.concurrency} concurrent: {du:8,.0f} tx/s   sqlite3 WAL "
-              f"synchronous=FULL {sq:8,.0f} tx/s   ratio {du / sq:.2f}  (target >= 1.0; "
-              f"{durable.fsyncs} fsyncs for {args.tx} tx)")  # type: ignore[attr-defined]
+        for i, conc in enumerate(int(x) for x in args.durable_concurrency.split(",")):
+            d1 = os.path.join(tmp, f"durable{conc}")
+            sq = _rate(args.tx, lambda: sqlite_ref(args.tx, d1 + "-sqlite"))  # noqa: B023
+            du = _rate(args.tx, lambda: durable(args.tx, conc, d1))  # noqa: B023
+            fs = durable.fsyncs  # type: ignore[attr-defined]
+            print(f"{'2.' if i == 0 else '  '} durable, file WAL, {conc:2} concurrent: "
+                  f"{du:8,.0f} tx/s   sqlite3 WAL synchronous=FULL {sq:8,.0f} tx/s   ratio "
+                  f"{du / sq:.2f}  (target >= 1.0; {fs / args.tx:.3f} fsyncs per tx, sqlite: "
+                  f"1 per tx)")
+        if args.group_commit:
+            waits = [int(x) for x in args.group_commit.split(",")]
+            conc = args.concurrency
+            print(f"   group commit, {conc} concurrent, network latency 1-4 ticks: window = "
+                  f"fsync_latency, the ticks a flush waits for company")
+            print("   window  fsyncs/tx  commit latency mean / max (ticks)  file WAL tx/s")
+            for w, per, mean, worst, rate in group_commit(min(args.tx, 1000), conc, waits,
+                                                          tmp):
+                print(f"   {w:6}  {per:9.3f}  {mean:17.1f} / {worst:<4}             "
+                      f"{rate:8,.0f}")
         n, secs = replay(os.path.join(tmp, "replay"))
         print(f"3. recovery replay: {n:,} records in {secs * 1000:.0f} ms = {n / secs:,.0f} "
               f"records/s  (target >= 100,000)")
@@ -290,6 +357,10 @@ def main(argv: list[str] | None = None) -> None:
             print(f"4. explorer, 2 commits on 3 nodes, crashes=1: {rate:8,.0f} states/s   naive "
                   f"deepcopy per state at best {naive:8,.0f} states/s   ratio {rate / naive:.1f}  "
                   f"(target >= 5,000 states/s)")
+            bfs = explorer_bfs(args.explore_states)
+            print(f"   explorer, BFS, crashes=0: {bfs:8,.0f} states/s   first figure "
+                  f"{FIRST_EXPLORER_RATE:,} states/s   ratio {bfs / FIRST_EXPLORER_RATE:.2f}  "
+                  f"(target >= 2.0; the first figure is a constant from another run)")
         if args.memory_tx:
             per, a, b = retained(args.memory_tx)
             print(f"5. memory, trace and history off: {per:,.1f} bytes retained per transaction "

@@ -91,14 +91,26 @@ class Network:
         # with it (delivered once); the duplicates budget explores both copies arriving
         self.merge_identical = False
 
+    @property
+    def plain(self) -> bool:
+        """True when :meth:`send` always carries exactly one envelope (no duplication, no
+        merging), so a driver may call :meth:`carry` instead."""
+        return not self.merge_identical and self.duplicate_rate == 0.0
+
     def send(self, msg: Message, now: int) -> list[Envelope]:
         """Put ``msg`` in flight; with the duplication rate, a second copy travels too.
         (Merged with an identical message in flight, when ``merge_identical``: no envelope.)"""
         if self.merge_identical:
             key = msg.key()
-            if any(e.key() == key for e in self.in_flight.values()):
-                return []
-        sent = [self._carry(msg, now)]
+            h = mixed_hash(key)
+            for e in self.in_flight.values():  # hashes first: equal keys are rare
+                if e.key_hash() == h and e._key == key:
+                    return []
+            env = self.carry(msg, now)
+            env._key, env._hash = key, h  # computed anyway: the explorer fingerprints it
+            sent = [env]
+        else:
+            sent = [self.carry(msg, now)]
         if self.duplicate_rate > 0.0 and self.rng.random() < self.duplicate_rate:
             sent.append(self._carry(msg, now))
         return sent
@@ -107,13 +119,17 @@ class Network:
         """A second copy of a message in flight, with its own delay (a duplicating network)."""
         return self._carry(env.msg, now)
 
-    def _carry(self, msg: Message, now: int) -> Envelope:
+    def carry(self, msg: Message, now: int) -> Envelope:
+        """Put exactly one envelope for ``msg`` in flight (what :meth:`send` does when
+        :attr:`plain`; the same random draws, so the same run)."""
         lo, hi = self.latency
         delay = lo if lo == hi else self.rng.randint(lo, hi)
-        env = Envelope(self._next_id, msg, now, now + delay)
-        self._next_id += 1
-        self.in_flight[env.id] = env
+        i = self._next_id
+        self._next_id = i + 1
+        env = self.in_flight[i] = Envelope(i, msg, now, now + delay)
         return env
+
+    _carry = carry
 
     def reachable(self, a: Any, b: Any) -> bool:
         """The oracle is reachable from everywhere; nodes only within their partition group."""

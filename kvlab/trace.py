@@ -55,36 +55,87 @@ class Event:
                 "data": self.data}
 
 
-_SEQ, _TIME, _KIND, _NODE = "\0seq", "\0time", "\0kind", "\0node"  # can't clash: not keys
+# How events are stored: one flat tuple each, ``(seq, time, kind, node, form, *fields)``, the
+# details formatted into a dict only when the event is read (views read a few, runs record
+# many). A tuple of plain values, like a dict of them, is invisible to Python's cyclic garbage
+# collector once it has looked at it, so a long trace costs the collector nothing. ``form`` says
+# how ``fields`` become the event's ``data``; each builds the same dict, in the same key order,
+# as the driver used to build eagerly (the trace is byte-for-byte what it was).
+_PLAIN, _SEND, _DELIVER, _DROP, _WAL, _TIMER, _FLUSH = range(7)
 
 
-def _event(stored: dict[str, Any]) -> Event:
-    data = dict(stored)
-    return Event(data.pop(_SEQ), data.pop(_TIME), data.pop(_KIND), data.pop(_NODE), data)
+def _data(t: tuple) -> dict[str, Any]:
+    form = t[4]
+    if form == _PLAIN:
+        return dict(t[5])
+    if form == _SEND:
+        d = {"id": t[5], "src": t[6], "dst": t[7], "kind": t[8], "tx": t[9], "due": t[10]}
+        if t[11] is not None:
+            d["body"] = t[11]
+        return d
+    if form == _DELIVER:
+        return {"id": t[5], "src": t[6], "dst": t[7], "kind": t[8], "tx": t[9]}
+    if form == _DROP:
+        return {"id": t[5], "src": t[6], "dst": t[7], "kind": t[8], "tx": t[9],
+                "reason": t[10]}
+    if form == _WAL:
+        return {"lsn": t[5], "type": t[6], "tx": t[7], "force": t[8]}
+    if form == _TIMER:
+        key = t[5]
+        return {"key": " ".join(map(str, key)),
+                "tx": key[1] if isinstance(key[1], str) and key[0] != "peer-up" else None}
+    if form == _FLUSH:
+        return {"records": t[5], "lsn": t[6]}
+    raise AssertionError(f"unknown stored event form {form!r}")
 
 
-def _store(e: Event) -> dict[str, Any]:
-    return {**e.data, _SEQ: e.seq, _TIME: e.time, _KIND: e.kind, _NODE: e.node}
+def _event(t: tuple) -> Event:
+    return Event(t[0], t[1], t[2], t[3], _data(t))
 
 
 class Trace(list):
     """A list of :class:`Event` with a few helpers for reading it.
 
-    Stored compactly: each event is one dict holding its details plus its time, kind and node.
-    A dict of plain values is invisible to Python's cyclic garbage collector, while a tuple or
-    object holding a dict never is; with hundreds of thousands of events that difference is
-    most of the collector's work in a long run. Indexing and iterating give :class:`Event`s.
+    Stored compactly: each event is one flat tuple of plain values (its sequence number,
+    time, kind, node and details), formatted into an :class:`Event` only when read. Indexing
+    and iterating give an :class:`Event` (a fresh one, with a fresh ``data`` dict, each time).
+    The driver records through the specialised methods below (:meth:`send`, :meth:`wal`, ...),
+    which store their fields without building anything; :meth:`record` takes any details.
     """
 
     def __init__(self, events: Iterable[Event] = (), enabled: bool = True) -> None:
-        super().__init__(_store(e) for e in events)  # Events in, compact dicts stored
+        super().__init__((e.seq, e.time, e.kind, e.node, _PLAIN, dict(e.data))
+                         for e in events)  # Events in, compact tuples stored
         self.enabled = enabled
 
     def record(self, time: int, kind: str, node: str | None, data: dict[str, Any]) -> None:
         """Append an event; the trace takes ``data`` over (callers pass a fresh dict)."""
         if self.enabled:
-            data[_SEQ], data[_TIME], data[_KIND], data[_NODE] = len(self), time, kind, node
-            self.append(data)
+            self.append((len(self), time, kind, node, _PLAIN, data))
+
+    # The driver's common events, stored without formatting (callers check ``enabled``).
+    def send(self, time: int, node: Any, id_: int, src: Any, dst: Any, kind: str,
+             tx: str | None, due: int, body: dict[str, Any] | None) -> None:
+        """A message sent; ``body`` None: not recorded (only plain bodies are)."""
+        self.append((len(self), time, "send", node, _SEND, id_, src, dst, kind, tx, due, body))
+
+    def deliver(self, time: int, node: Any, id_: int, src: Any, dst: Any, kind: str,
+                tx: str | None) -> None:
+        self.append((len(self), time, "deliver", node, _DELIVER, id_, src, dst, kind, tx))
+
+    def drop(self, time: int, node: Any, id_: int, src: Any, dst: Any, kind: str,
+             tx: str | None, reason: str) -> None:
+        self.append((len(self), time, "drop", node, _DROP, id_, src, dst, kind, tx, reason))
+
+    def wal(self, time: int, node: Any, lsn: int, type_: str, tx: str | None,
+            force: bool) -> None:
+        self.append((len(self), time, "wal", node, _WAL, lsn, type_, tx, force))
+
+    def timer(self, time: int, node: Any, key: tuple) -> None:
+        self.append((len(self), time, "timer", node, _TIMER, key))
+
+    def flush(self, time: int, node: Any, records: int, lsn: int) -> None:
+        self.append((len(self), time, "flush", node, _FLUSH, records, lsn))
 
     def __iter__(self) -> Iterator[Event]:
         return map(_event, super().__iter__())

@@ -21,10 +21,17 @@ from __future__ import annotations
 import json
 import os
 import struct
+import threading
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from json.encoder import encode_basestring_ascii
 from pathlib import Path
 from typing import Any
+
+try:
+    from json.encoder import c_make_encoder
+except ImportError:  # pragma: no cover - CPython always has it
+    c_make_encoder = None
 
 from kvlab.errors import CorruptLog, InvalidValue
 from kvlab.messages import freeze, mixed_hash
@@ -38,14 +45,32 @@ class TornTailWarning(UserWarning):
 
 @dataclass(slots=True)
 class LogRecord:
+    """One record. Its ``data`` must not change once logged: a :class:`MemoryDisk` encodes it
+    only when its bytes are needed (a read of the log, a torn write)."""
+
     lsn: int
     type: str
     data: dict[str, Any]
     h: int | None = None  # _record_hash, once computed (kvlab.explore)
+    frame: bytes | None = field(default=None, repr=False, compare=False)  # see frame_of
 
 
-_dumps = json.JSONEncoder(separators=(",", ":")).encode  # insertion order is deterministic
+_JSON = json.JSONEncoder(separators=(",", ":"))  # insertion order is deterministic
+_dumps = _JSON.encode
 _MASK = (1 << 64) - 1
+
+
+def _c_encoder() -> Any:
+    """json's C encoder with ``_JSON``'s settings, made once (``JSONEncoder.encode`` builds one
+    per call); None where it does not exist. Identical output: it is what ``encode`` runs."""
+    if c_make_encoder is None:
+        return None
+    return c_make_encoder({}, _JSON.default, encode_basestring_ascii, None,
+                          _JSON.key_separator, _JSON.item_separator, _JSON.sort_keys,
+                          _JSON.skipkeys, _JSON.allow_nan)
+
+
+_iterencode = _c_encoder()
 
 
 def _record_hash(r: LogRecord) -> int:
@@ -57,9 +82,28 @@ _LEN = struct.Struct("<I")
 
 
 def encode(lsn: int, type_: str, data: dict[str, Any]) -> bytes:
-    payload = _dumps({"lsn": lsn, "type": type_, "data": data}).encode()
+    """One frame: exactly the bytes of ``{"lsn": lsn, "type": type_, "data": data}`` in compact
+    JSON, framed (the object is spelled out rather than built and encoded: same bytes)."""
+    global _iterencode
+    if _iterencode is None or type(lsn) is not int or type(type_) is not str:
+        payload = _dumps({"lsn": lsn, "type": type_, "data": data}).encode()
+    else:
+        try:
+            body = "".join(_iterencode(data, 0))
+        except BaseException:
+            _iterencode = _c_encoder()  # its circular-reference markers may be left dirty
+            raise
+        payload = f'{{"lsn":{lsn},"type":{encode_basestring_ascii(type_)},"data":{body}}}' \
+            .encode()
     length = _LEN.pack(len(payload))
     return length + _LEN.pack(zlib.crc32(payload, zlib.crc32(length))) + payload
+
+
+def frame_of(r: LogRecord) -> bytes:
+    """A record's frame, encoded once and kept."""
+    if r.frame is None:
+        r.frame = encode(r.lsn, r.type, r.data)
+    return r.frame
 
 
 def _frame_at(buf: bytes, off: int) -> tuple[dict[str, Any], int] | None:
@@ -155,38 +199,90 @@ def decode(buf: bytes, source: str = "log") -> tuple[list[LogRecord], int]:
 
 
 class MemoryDisk:
-    """A simulated disk: ``durable`` survives a crash, ``pending`` (not yet flushed) does not."""
+    """A simulated disk: what is flushed survives a crash, what is not (``pending``) does not.
+
+    Records are kept as records and encoded into bytes only when bytes are needed (reading the
+    log back for recovery or a view, a torn write, a cut): a simulated run that never reads
+    its log never encodes it. What :meth:`read_log` returns is byte for byte what a
+    :class:`FileDisk` holds for the same appends and flushes."""
+
+    lazy = True  # Wal.append_all hands over records, not frames
 
     def __init__(self) -> None:
-        self.durable = bytearray()
-        self.pending = bytearray()
+        self._raw = bytearray()  # the durable log's encoded prefix
+        self._log: list[LogRecord | bytes] = []  # durable, after _raw, not encoded yet
+        self._tail: list[LogRecord | bytes] = []  # appended, not flushed (never changed
+        # in place: a clone shares it)
+        self._shared = False  # _raw and _log are shared with a clone: copy before changing
         self.checkpoint_blob: bytes | None = None
         self.fsyncs = 0
 
     def append(self, frame: bytes) -> None:
-        self.pending += frame
+        self._tail = [*self._tail, frame]
+
+    def append_records(self, records: list[LogRecord]) -> None:
+        self._tail = self._tail + records
+
+    def _own(self) -> None:
+        if self._shared:
+            self._raw, self._log, self._shared = bytearray(self._raw), list(self._log), False
+
+    @staticmethod
+    def _bytes(items: list[LogRecord | bytes]) -> bytes:
+        try:
+            return b"".join(x if type(x) is bytes else frame_of(x) for x in items)
+        except (TypeError, ValueError, RecursionError) as e:
+            raise InvalidValue(f"a log record cannot be encoded as JSON ({e}); kvlab.client "
+                               f"validates values so this should not happen: please report "
+                               f"it") from None
+
+    def _materialize(self) -> bytearray:
+        if self._log:
+            self._own()
+            self._raw += self._bytes(self._log)
+            self._log = []
+        return self._raw
+
+    @property
+    def durable(self) -> bytes:
+        """The durable log's bytes."""
+        return bytes(self._materialize())
+
+    @property
+    def pending(self) -> bytes:
+        """The bytes appended but not flushed."""
+        return self._bytes(self._tail)
 
     def clone(self) -> MemoryDisk:
-        d = MemoryDisk()
-        d.durable, d.pending = bytearray(self.durable), bytearray(self.pending)
+        """An independent copy, cheap: both share the bytes and records until one changes."""
+        d = MemoryDisk.__new__(MemoryDisk)
+        d._raw, d._log, d._tail = self._raw, self._log, self._tail
+        d._shared = self._shared = True
         d.checkpoint_blob, d.fsyncs = self.checkpoint_blob, self.fsyncs
         return d
 
     def flush(self) -> None:
-        self.durable += self.pending
-        self.pending.clear()
+        if self._tail:
+            self._own()
+            self._log += self._tail
+            self._tail = []
         self.fsyncs += 1
 
     def crash(self, torn: int = 0) -> None:
         """Lose the unflushed tail; ``torn`` bytes of it may have reached the platter anyway."""
-        self.durable += self.pending[:torn]
-        self.pending.clear()
+        if torn:
+            self._materialize()
+            self._own()
+            self._raw += self._bytes(self._tail)[:torn]
+        self._tail = []
 
     def read_log(self) -> bytes:
-        return bytes(self.durable)
+        return bytes(self._materialize())
 
     def cut(self, offset: int) -> None:
-        del self.durable[offset:]
+        self._materialize()
+        self._own()
+        del self._raw[offset:]
 
     def write_checkpoint(self, blob: bytes) -> None:
         self.checkpoint_blob = blob
@@ -195,7 +291,7 @@ class MemoryDisk:
         return self.checkpoint_blob
 
     def truncate_log(self) -> None:
-        self.durable.clear()
+        self._raw, self._log, self._shared = bytearray(), [], False
 
     def close(self) -> None:
         pass
@@ -204,6 +300,8 @@ class MemoryDisk:
 class FileDisk:
     """Real files: ``wal.log`` (append + fsync) and ``checkpoint.json`` (write, fsync, rename)."""
 
+    lazy = False  # Wal.append_all hands over encoded frames
+
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -211,22 +309,39 @@ class FileDisk:
         self.ckpt_path = self.dir / "checkpoint.json"
         self.pending = bytearray()
         self.fsyncs = 0
+        self._synced = False  # sync_ahead() made everything appended durable already
         self._fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 
     def append(self, frame: bytes) -> None:
         self.pending += frame
 
     def flush(self) -> None:
+        if self._synced and not self.pending:  # sync_ahead() did this flush's fsync
+            self._synced = False
+        else:
+            self._write_and_sync()
+        self.fsyncs += 1
+
+    def _write_and_sync(self) -> None:
         if self.pending:
             os.write(self._fd, self.pending)
             self.pending.clear()
         os.fsync(self._fd)
-        self.fsyncs += 1
+
+    def sync_ahead(self) -> None:
+        """Do the next :meth:`flush`'s write and fsync now (see :func:`sync_together`); an
+        error is left for that flush to raise."""
+        try:
+            self._write_and_sync()
+        except OSError:
+            return
+        self._synced = True
 
     def crash(self, torn: int = 0) -> None:
         if torn:
             os.write(self._fd, self.pending[:torn])
         self.pending.clear()
+        self._synced = False
 
     def read_log(self) -> bytes:
         return self.log_path.read_bytes()
@@ -263,6 +378,19 @@ class FileDisk:
             self._fd = -1
 
 
+def sync_together(disks: list[FileDisk]) -> None:
+    """Write and fsync several file disks at once, one thread each (``os.fsync`` releases the
+    GIL), as separate machines would; each disk's next :meth:`FileDisk.flush` then counts
+    its fsync without waiting again. The caller makes sure those flushes come next, with
+    nothing appended or crashed in between."""
+    threads = [threading.Thread(target=d.sync_ahead, daemon=True) for d in disks[1:]]
+    for t in threads:
+        t.start()
+    disks[0].sync_ahead()
+    for t in threads:
+        t.join()
+
+
 class Wal:
     """One node's log: assigns LSNs, frames records, flushes, checkpoints and recovers."""
 
@@ -273,7 +401,6 @@ class Wal:
         self.flushed_lsn = 0  # every record up to here is durable
         self.forced_lsn = 0  # the newest forced record: what the node says next waits for it
         self.unflushed: list[LogRecord] = []  # kept for the WAL view and the crash lesson
-        self._sizes: list[int] = []  # frame size of each unflushed record
         self.since_checkpoint = 0
         # kvlab.explore: a running, order-free hash of the durable records (off elsewhere)
         self.track = False
@@ -284,11 +411,8 @@ class Wal:
         if not isinstance(self.disk, MemoryDisk):
             raise TypeError("only a Wal on a MemoryDisk can be cloned")
         w = Wal.__new__(Wal)
-        w.disk, w.name = self.disk.clone(), self.name
-        w.next_lsn, w.flushed_lsn, w.forced_lsn = self.next_lsn, self.flushed_lsn, self.forced_lsn
-        w.unflushed, w._sizes = list(self.unflushed), list(self._sizes)
-        w.since_checkpoint = self.since_checkpoint
-        w.track, w._durable, w._torn = self.track, self._durable, self._torn
+        w.__dict__.update(self.__dict__)  # every counter and flag, in one go
+        w.disk, w.unflushed = self.disk.clone(), list(self.unflushed)
         return w
 
     def fingerprint(self) -> tuple:
@@ -305,27 +429,42 @@ class Wal:
         return self.append_all([(type_, data, force)])[0]
 
     def append_all(self, records: list[tuple[str, dict[str, Any], bool]]) -> list[LogRecord]:
-        """Append records in order. Every frame is encoded before any is appended, so a record
-        that cannot be encoded (an InvalidValue) leaves the log exactly as it was."""
+        """Append records in order. On a file disk every frame is encoded before any is
+        appended, so a record that cannot be encoded (an InvalidValue) leaves the log exactly as
+        it was; a memory disk encodes only when its bytes are read (kvlab.client validates every
+        value where it is written, so nothing unencodable gets this far)."""
         lsn = self.next_lsn
-        frames = []
-        for i, (type_, data, _force) in enumerate(records):
-            try:
-                frames.append(encode(lsn + i, type_, data))
-            except (TypeError, ValueError, RecursionError) as e:
-                raise InvalidValue(f"{self.name}: a {type_} record cannot be encoded as JSON "
-                                   f"({e}); kvlab.client validates values so this should not "
-                                   f"happen: please report it") from None
-        out = []
-        for (type_, data, force), frame in zip(records, frames, strict=True):
-            rec = LogRecord(self.next_lsn, type_, data)
-            self.next_lsn += 1
-            self.disk.append(frame)
-            self.unflushed.append(rec)
-            self._sizes.append(len(frame))
+        out = [LogRecord(lsn + i, type_, data) for i, (type_, data, _f) in enumerate(records)]
+        forced = [force for _t, _d, force in records]
+        return self._append(out, forced)
+
+    def append_records(self, records: list[Any]) -> list[LogRecord]:
+        """:meth:`append_all` for objects with ``type``, ``data`` and ``force`` (the
+        :class:`kvlab.effects.Record` objects of a node's outputs)."""
+        lsn = self.next_lsn
+        out = [LogRecord(lsn + i, r.type, r.data) for i, r in enumerate(records)]
+        return self._append(out, [r.force for r in records])
+
+    def _append(self, out: list[LogRecord], forced: list[bool]) -> list[LogRecord]:
+        lsn = self.next_lsn
+        disk = self.disk
+        if getattr(disk, "lazy", False):
+            disk.append_records(out)
+        else:
+            for rec in out:
+                try:
+                    frame_of(rec)
+                except (TypeError, ValueError, RecursionError) as e:
+                    raise InvalidValue(f"{self.name}: a {rec.type} record cannot be encoded as "
+                                       f"JSON ({e}); kvlab.client validates values so this "
+                                       f"should not happen: please report it") from None
+            for rec in out:
+                disk.append(rec.frame)
+        for i, force in enumerate(forced):
             if force:
-                self.forced_lsn = rec.lsn
-            out.append(rec)
+                self.forced_lsn = lsn + i
+        self.next_lsn = lsn + len(out)
+        self.unflushed += out
         self.since_checkpoint += len(out)
         return out
 
@@ -341,7 +480,6 @@ class Wal:
         self.disk.flush()
         self.flushed_lsn = self.next_lsn - 1
         self.unflushed.clear()
-        self._sizes.clear()
         return n
 
     def crash(self, torn: bool = False) -> int:
@@ -351,11 +489,11 @@ class Wal:
         the disk. Recovery must detect and cut it (never a whole frame: that would be a flush).
         """
         n = len(self.unflushed)
-        if torn and self._sizes and self.track:
+        if torn and self.unflushed and self.track:
             self._torn = _record_hash(self.unflushed[0])
-        self.disk.crash(max(1, self._sizes[0] // 2) if torn and self._sizes else 0)
+        self.disk.crash(max(1, len(frame_of(self.unflushed[0])) // 2)
+                        if torn and self.unflushed else 0)
         self.unflushed.clear()
-        self._sizes.clear()
         self.next_lsn = self.flushed_lsn + 1
         self.forced_lsn = min(self.forced_lsn, self.flushed_lsn)
         return n
@@ -414,7 +552,6 @@ class Wal:
         self.next_lsn = last + 1
         self.flushed_lsn = self.forced_lsn = last
         self.unflushed.clear()
-        self._sizes.clear()
         self.since_checkpoint = len(scan.records)
         if self.track:
             self._durable, self._torn = sum(map(_record_hash, scan.records)) & _MASK, 0
