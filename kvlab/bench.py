@@ -367,6 +367,11 @@ def main(argv: list[str] | None = None) -> None:
                   f"(RSS {a / 2**20:.1f} MB after {2 * args.memory_tx:,} tx, "
                   f"{b / 2**20:.1f} MB after {3 * args.memory_tx:,}; ratio {b / a:.3f}, "
                   f"target <= 1.10)")
+        from kvlab.bench_commit import commit_costs
+        from kvlab.bench_commit import report as commit_report
+        for i, line in enumerate(commit_report(commit_costs())):
+            print(("7. one replicated commit, fault-free, 3 nodes (paxos F=1):\n   "
+                   if i == 0 else "   ") + line)
         from kvlab.bench_scan import report, scan_bench
         for i, line in enumerate(report(scan_bench())):
             print(("6. " if i == 0 else "   ") + line)

@@ -43,6 +43,7 @@ from kvlab.history import History
 from kvlab.messages import TS_REPLY, TSO
 from kvlab.network import Envelope, Network
 from kvlab.node import (
+    COMMIT_PROTOCOLS,
     PLACEMENTS,
     Abandon,
     Deliver,
@@ -54,7 +55,7 @@ from kvlab.node import (
 from kvlab.trace import Trace
 from kvlab.tso import TimestampOracle
 from kvlab.twopc import COMMITTING, Rules, Timing
-from kvlab.wal import FileDisk, MemoryDisk, TornTailWarning, Wal
+from kvlab.wal import FileDisk, MemoryDisk, TornTailWarning, Wal, sync_together
 
 _FLUSH, _MSG, _TIMER = 0, 1, 2  # at equal times: flushes first, then messages, then timers
 _PLAIN = (str, int, float, bool, type(None))
@@ -109,7 +110,12 @@ class Cluster:
     latency: ``(min, max)`` simulated ticks per message; a range reorders messages.
     loss: probability that the network loses a message.
     duplicate: probability that the network delivers a message twice.
-    fsync_latency: ticks a log flush takes (forced records wait for it: group commit).
+    fsync_latency: the group-commit window: ticks from the first forced record that waits
+        to the log flush (one fsync) that makes it durable; everything appended meanwhile
+        shares that flush. 0 flushes at once (shortest commits, most fsyncs); a longer window
+        waits for company (fewer fsyncs per transaction, longer commits); figure 2 of
+        ``python -m kvlab.bench`` measures the trade. With ``data_dir``, flushes of several
+        nodes due at the same tick fsync in parallel (separate machines' disks would).
     timing: protocol timeouts and retries (:class:`kvlab.Timing`).
     call_timeout: simulated ticks a synchronous call may run before SimulationTimeout.
     checkpoint_every: log records after which a node checkpoints and truncates its log.
@@ -118,6 +124,13 @@ class Cluster:
         for long runs, with ``history``, to keep memory flat.
     history: record every transaction's reads and writes for :func:`kvlab.check`.
     rules: the force-log rules (:class:`kvlab.Rules`); switch one off only to watch it break.
+    commit_protocol: ``"2pc"`` (classic two-phase commit with presumed abort: a coordinator
+        crash can leave participants in doubt), ``"cooperative"`` (2PC plus the cooperative
+        termination protocol: an in-doubt participant asks the other participants) or
+        ``"paxos"`` (Gray and Lamport's Paxos Commit: votes decided by 2F+1 acceptors, so any
+        node can finish a transaction whose coordinator crashed).
+    paxos_f: F for Paxos Commit, the acceptor crashes it tolerates (needs 2F+1 nodes); F = 0
+        is two-phase commit again.
     """
 
     def __init__(self, nodes: Iterable[Any], seed: int = 0,
@@ -125,19 +138,29 @@ class Cluster:
                  latency: tuple[int, int] = (1, 1), loss: float = 0.0, duplicate: float = 0.0,
                  fsync_latency: int = 1, timing: Timing | None = None,
                  call_timeout: int = 2000, checkpoint_every: int = 5000, gc_every: int = 1000,
-                 trace: bool = True, history: bool = True, rules: Rules | None = None) -> None:
+                 trace: bool = True, history: bool = True, rules: Rules | None = None,
+                 commit_protocol: str = "2pc", paxos_f: int = 1) -> None:
         ids = check_node_ids(nodes)
         self.options: dict[str, Any] = dict(  # what clone() rebuilds from
             nodes=ids, seed=seed, data_dir=data_dir, placement=placement, latency=latency,
             loss=loss, duplicate=duplicate, fsync_latency=fsync_latency, timing=timing,
             call_timeout=call_timeout, checkpoint_every=checkpoint_every, gc_every=gc_every,
-            trace=trace, history=history, rules=rules)
+            trace=trace, history=history, rules=rules, commit_protocol=commit_protocol,
+            paxos_f=paxos_f)
         if type(seed) is not int:
             raise ConfigurationError(f"seed must be an int (it makes runs repeatable), got "
                                      f"{seed!r}")
         if placement not in PLACEMENTS:
             raise ConfigurationError(f"unknown placement {placement!r}: choose 'all' or "
                                      f"'partitioned'")
+        if commit_protocol not in COMMIT_PROTOCOLS:
+            raise ConfigurationError(f"unknown commit_protocol {commit_protocol!r}: choose "
+                                     f"'2pc', 'cooperative' or 'paxos'")
+        _whole("paxos_f", paxos_f, 0)
+        if commit_protocol == "paxos" and 2 * paxos_f + 1 > len(ids):
+            raise ConfigurationError(f"Paxos Commit with paxos_f={paxos_f} needs "
+                                     f"{2 * paxos_f + 1} acceptors, but the cluster has "
+                                     f"{len(ids)} nodes: add nodes or lower paxos_f")
         if timing is not None and not isinstance(timing, Timing):
             raise ConfigurationError(f"timing must be a kvlab.Timing(...), got {timing!r}")
         if rules is not None and not isinstance(rules, Rules):
@@ -157,7 +180,9 @@ class Cluster:
         self.seed = seed
         self.placement = placement
         self.data_dir = Path(data_dir) if data_dir is not None else None
-        self.config = NodeConfig(ids, placement, timing or Timing(), rules or Rules())
+        self.config = NodeConfig(ids, placement, timing or Timing(), rules or Rules(),
+                                 commit_protocol, paxos_f)
+        self.commit_protocol = commit_protocol
         self.trace = Trace(enabled=trace)
         self.history: History | None = History() if history else None
         self._calls = _Calls(journal=trace)
@@ -236,14 +261,25 @@ class Cluster:
 
         With every node up and connected this leaves no transaction undecided and no lock held
         (retries never give up on a reachable peer). It always returns: retries toward a
-        crashed or cut-off peer park until a restart, heal or partition reconnects them."""
+        crashed or cut-off peer park until a restart, heal or partition reconnects them.
+
+        Python's cyclic collector is paused meanwhile: the engine makes no reference cycles
+        per event (refcounting frees everything), but a collector pass would rescan every
+        live version, record and history entry again and again (20-30% of a run)."""
         _whole("max_steps", max_steps, 1)
         n = 0
-        while self._step():
-            n += 1
-            if n >= max_steps:
-                raise SimulationTimeout(f"run() stopped after {max_steps} events; the cluster "
-                                        f"is still busy (call run() again to continue)")
+        q = self._queue
+        with _collector_paused():
+            while True:
+                if q and q[0][1] == _FLUSH and self.data_dir is not None:
+                    self._sync_flushes(max_steps - n)
+                if not self._step():
+                    break
+                n += 1
+                if n >= max_steps:
+                    raise SimulationTimeout(f"run() stopped after {max_steps} events; the "
+                                            f"cluster is still busy (call run() again to "
+                                            f"continue)")
         return n
 
     @property
@@ -365,7 +401,10 @@ class Cluster:
             del self._timers[k]
         why = f"aborted: {node_id} crashed before the commit decision was durable " \
               f"(presumed abort)"
-        for call in [c for c, (n, _, _) in self._commit_calls.items() if n == node_id]:
+        # Paxos Commit: another leader may still commit it; its outcome settles the handle
+        paxos = self.commit_protocol == "paxos"
+        for call in [c for c, (n, _, _) in self._commit_calls.items()
+                     if n == node_id and not paxos]:
             _, tx, handle = self._commit_calls.pop(call)
             handle._settle(False, why, None)
             if self.history is not None:
@@ -375,8 +414,10 @@ class Cluster:
                 f"{node_id} crashed before the read was answered; its transaction is gone "
                 f"with it (restart the node and begin a new one)"))
         if self.history is not None:
+            committing = {tx for n, tx, _ in self._commit_calls.values() if n == node_id}
             for txn in self.history:
-                if txn.node == node_id and txn.status == "active":
+                if txn.node == node_id and txn.status == "active" \
+                        and txn.id not in committing:
                     txn.status, txn.reason = "aborted", why
         self.trace.record(self.now, "crash", node_id, {"lost_records": lost, "torn": torn})
         return True
@@ -654,6 +695,15 @@ class Cluster:
         if self.history is not None:
             self._history_outcome(tx, committed, reason, commit_ts)
 
+    def _settle_outcome(self, tx: str, committed: bool, ts: int | None, reason: str) -> None:
+        """A leader decided ``tx``: settle its commit handle if still pending (its coordinator
+        may have crashed, or not be the leader that decided)."""
+        for call in [c for c, (_, t, _) in self._commit_calls.items() if t == tx]:
+            handle = self._commit_calls.pop(call)[2]
+            handle._settle(committed, reason, ts)
+            if self.history is not None:
+                self._history_outcome(tx, committed, reason, ts)
+
     def _history_outcome(self, tx: str, committed: bool, reason: str, ts: int | None) -> None:
         if tx in self.history:
             h = self.history[tx]
@@ -689,30 +739,48 @@ class Cluster:
                 env = self.network.in_flight.pop(payload, None)
                 if env is None:
                     continue  # delivered or dropped by hand earlier
-                self.now = max(self.now, time)
+                if time > self.now:
+                    self.now = time
                 self._arrive(env)
             elif inc != self._incarnation[node]:
                 continue  # scheduled before a crash
             elif kind == _TIMER:
                 if self._timers.get((node, payload)) != seq:
                     continue  # cancelled or superseded
-                self.now = max(self.now, time)
+                if time > self.now:
+                    self.now = time
                 self._fire(node, payload)
             else:
                 if not self._flush_due[node]:
                     continue  # flushed early (cluster.flush) or by a checkpoint
-                self.now = max(self.now, time)
+                if time > self.now:
+                    self.now = time
                 self._flush(node)
             self._after_event()
             return True
         return False
 
+    def _sync_flushes(self, room: int) -> None:
+        """Log flushes of several nodes due at the same moment (next in the queue): run their
+        fsyncs at once, on threads, as separate machines' disks would; each flush event then
+        finds its log already durable. Only inside run(), which handles all of them before it
+        returns (``room``: events it may still handle), so nothing can crash a node between
+        its early fsync and its flush event, and the trace is exactly as without it."""
+        t = self._queue[0][0]
+        disks = {}
+        for time, kind, _seq, node, inc, _ in self._queue:
+            if kind == _FLUSH and time == t and self._flush_due[node] \
+                    and inc == self._incarnation[node]:
+                disk = self._wals[node].disk
+                if isinstance(disk, FileDisk) and disk.pending:
+                    disks[node] = disk
+        if 1 < len(disks) < room:
+            sync_together(list(disks.values()))
+
     def _fire(self, node: Any, key: tuple) -> None:
         del self._timers[(node, key)]
-        self.trace.record(self.now, "timer", node,
-                          {"key": " ".join(map(str, key)),
-                           "tx": key[1] if isinstance(key[1], str) and key[0] != "peer-up"
-                           else None})
+        if self.trace.enabled:
+            self.trace.timer(self.now, node, key)
         self._apply(node, self._cores[node].handle(Fire(key)))
 
     def _after_event(self) -> None:
@@ -732,26 +800,36 @@ class Cluster:
             self._send(self.tso.handle(msg))
             return
         core = self._cores[dst]
+        net = self.network
         if core is None:
             self._trace_msg("drop", env, reason=f"{dst} is down")
-        elif not self.network.reachable(msg.src, dst):
+        elif net.groups and not net.reachable(msg.src, dst):  # (connected without groups)
             self._trace_msg("drop", env, reason="partitioned")
-        elif self.network.lost():
+        elif net.loss and net.lost():  # (no random draw without loss)
             self._trace_msg("drop", env, reason="lost")
         else:
-            self._trace_msg("deliver", env)
+            if self.trace.enabled:
+                self._trace_msg("deliver", env)
             self._apply(dst, core.handle(Deliver(msg)))
 
-    def _trace_msg(self, what: str, env: Envelope, **extra: Any) -> None:
-        if self.trace.enabled:
+    def _trace_msg(self, what: str, env: Envelope, reason: str = "") -> None:
+        tr = self.trace
+        if tr.enabled:
             m = env.msg
-            data = {"id": env.id, "src": m.src, "dst": m.dst, "kind": m.kind, "tx": m.tx}
+            src, dst, kind, tx, body = m.src, m.dst, m.kind, m.tx, m.body
             if what == "send":
-                data["due"] = env.due
-                if m.body and all(isinstance(v, _PLAIN) for v in m.body.values()):
-                    data["body"] = m.body  # e.g. a VOTE_NO's reason (plain values only)
-            data.update(extra)
-            self.trace.record(self.now, what, m.dst if what == "deliver" else m.src, data)
+                if body:  # only plain bodies are kept, e.g. a VOTE_NO's reason
+                    for v in body.values():
+                        if not isinstance(v, _PLAIN):
+                            body = None
+                            break
+                else:
+                    body = None
+                tr.send(self.now, src, env.id, src, dst, kind, tx, env.due, body)
+            elif what == "deliver":
+                tr.deliver(self.now, dst, env.id, src, dst, kind, tx)
+            else:
+                tr.drop(self.now, src, env.id, src, dst, kind, tx, reason)
 
     def _trace_dup(self, env: Envelope, copy: Envelope, reason: str) -> None:
         if self.trace.enabled:
@@ -761,7 +839,13 @@ class Cluster:
                                "kind": m.kind, "tx": m.tx, "due": copy.due, "reason": reason})
 
     def _send(self, msg: Any) -> None:
-        sent = self.network.send(msg, self.now)
+        net = self.network
+        if net.plain:  # the common case: one envelope, no copies, nothing merged
+            env = net.carry(msg, self.now)
+            self._trace_msg("send", env)
+            self._schedule(env.due, _MSG, msg.dst, env.id)
+            return
+        sent = net.send(msg, self.now)
         if not sent:  # merged with an identical message in flight (kvlab.explore's network)
             return
         first, *copies = sent
@@ -775,12 +859,11 @@ class Cluster:
         """Carry out one node's outputs: log first, then (maybe later) speak."""
         if out.records:
             wal = self._wals[node]
-            appended = wal.append_all([(r.type, r.data, r.force) for r in out.records])
-            if self.trace.enabled:
+            appended = wal.append_records(out.records)
+            tr = self.trace
+            if tr.enabled:
                 for r, rec in zip(appended, out.records, strict=True):
-                    self.trace.record(self.now, "wal", node, {"lsn": r.lsn, "type": r.type,
-                                                              "tx": rec.data.get("tx"),
-                                                              "force": rec.force})
+                    tr.wal(self.now, node, r.lsn, r.type, rec.data.get("tx"), rec.force)
         for key in out.cancel:
             self._timers.pop((node, key), None)
         if self.trace.enabled:
@@ -809,6 +892,8 @@ class Cluster:
                     handle._settle(None, reply.error)
             else:
                 self._replies[reply.call] = reply
+        for tx, committed, ts, reason in out.outcomes:  # decided by a Paxos Commit leader
+            self._settle_outcome(tx, committed, ts, reason)
         if out.watch:  # a peer that is reachable now is retried at the capped backoff
             t = self.config.timing
             self._watches[node].update(out.watch)
@@ -830,7 +915,8 @@ class Cluster:
         wal = self._wals[node]
         self._flush_due[node] = False
         n = wal.flush()
-        self.trace.record(self.now, "flush", node, {"records": n, "lsn": wal.flushed_lsn})
+        if self.trace.enabled:
+            self.trace.flush(self.now, node, n, wal.flushed_lsn)
         self._release_held(node)
         if wal.since_checkpoint >= self.checkpoint_every:
             self.checkpoint(node)

@@ -425,6 +425,56 @@ def safety(c: Cluster) -> str | None:
     return None
 
 
+def nonblocking(c: Cluster) -> str | None:
+    """"After the faults stop, every live participant decides without any crashed node
+    restarting": pass it in ``invariants``. It judges only quiet states (nothing in flight, no
+    timer set, no flush due), where nothing more can happen unless a node restarts; a live
+    participant still prepared there is blocked, waiting for a node that is down."""
+    if c.network.in_flight or c._timers or any(c._flush_due.values()):
+        return None
+    down = [n for n in c.ids if c._cores[n] is None]
+    for n in c.ids:
+        core = c._cores[n]
+        if core is None:
+            continue
+        for t in core.participant.in_doubt():
+            return (f"{t.id} is blocked {t.state} on {n}: nothing more can happen until "
+                    f"{', '.join(map(str, down)) or 'a crashed node'} restarts "
+                    f"(its coordinator is {t.coordinator})")
+    return None
+
+
+def crash_points(setup: Callable[[], Cluster], node: Any, invariant: Invariant = nonblocking,
+                 lose_sends: bool = True) -> list[tuple[int, str, str | None]]:
+    """Crash ``node`` after each event of ``setup``'s fault-free run, in turn, run to quiet
+    without restarting it, and check ``invariant``: one ``(events before the crash, the last
+    event, why it fails or None)`` per crash point. The blocking window, measured.
+
+    ``lose_sends``: the crash also loses the messages ``node`` sent that are still in flight
+    (a dead machine's socket buffers go with it), so some participants hear and others do not:
+    the case cooperative termination and Paxos Commit exist for."""
+    base = setup()
+    events = []
+    while True:
+        before = len(base.trace)
+        if not base._step():
+            break
+        last = [e for e in base.trace[before:] if e.kind in ("deliver", "flush", "timer", "fire")]
+        events.append(str(last[0]) if last else str(base.trace[before]))
+    out: list[tuple[int, str, str | None]] = []
+    for k in range(len(events) + 1):
+        c = setup()
+        for _ in range(k):
+            c._step()
+        c.crash(node)
+        if lose_sends:
+            for env in [e for e in c.pending() if e.msg.src == node]:
+                c.drop(env)
+        c.run(max_steps=100_000)
+        out.append((k, events[k - 1] if k else "(before any event)", invariant(c)))
+    return out
+
+
 def finished(c: Cluster) -> str | None:
     """Checked at the end of every schedule, once every node is up and the run is quiet."""
     for n in c.ids:
@@ -739,4 +789,4 @@ class _Progress:
 
 
 __all__ = ["search", "replay", "explain", "fingerprint", "Result", "Schedule", "Choice",
-           "safety", "finished", "ExploreError"]
+           "safety", "finished", "nonblocking", "crash_points", "ExploreError"]

@@ -25,6 +25,12 @@ from kvlab.messages import (
     ABORT,
     ACK,
     COMMIT,
+    DECISION_REPLY,
+    DECISION_REQ,
+    P1A,
+    P1B,
+    P2A,
+    P2B,
     PREPARE,
     READ,
     READ_REPLY,
@@ -40,6 +46,7 @@ from kvlab.messages import (
     freeze,
 )
 from kvlab.mvcc import Span, Store, in_span, span_text
+from kvlab.paxos import PaxosCoordinator, PaxosParticipant
 from kvlab.twopc import (
     ABORTED,
     ACTIVE,
@@ -57,6 +64,7 @@ from kvlab.wal import encode
 
 ISOLATION_LEVELS = ("read_committed", "snapshot", "serializable")
 PLACEMENTS = ("all", "partitioned")
+COMMIT_PROTOCOLS = ("2pc", "cooperative", "paxos")
 
 
 # -- inputs -------------------------------------------------------------------------------------
@@ -224,6 +232,8 @@ class NodeConfig:
     placement: str = "all"
     timing: Timing = field(default_factory=Timing)
     rules: Rules = field(default_factory=Rules)
+    commit_protocol: str = "2pc"  # or "cooperative", "paxos" (see kvlab.twopc, kvlab.paxos)
+    paxos_f: int = 1  # Paxos Commit: acceptor crashes tolerated (2F+1 acceptors per transaction)
 
 
 class NodeCore:
@@ -234,8 +244,16 @@ class NodeCore:
         self.config = config
         self.nodes = sorted(config.nodes)
         self.store = Store()
-        self.coordinator = Coordinator(node_id, config.timing, config.rules)
-        self.participant = Participant(node_id, self.store, config.timing, config.rules)
+        if config.commit_protocol == "paxos":  # the roles of kvlab.paxos
+            self.coordinator = PaxosCoordinator(node_id, config.timing, config.rules,
+                                                self.nodes, config.paxos_f)
+            self.participant = PaxosParticipant(node_id, self.store, config.timing,
+                                                config.rules, self.nodes, config.paxos_f,
+                                                self.coordinator)
+        else:
+            self.coordinator = Coordinator(node_id, config.timing, config.rules)
+            self.participant = Participant(node_id, self.store, config.timing, config.rules,
+                                           cooperative=config.commit_protocol == "cooperative")
         self.waiting: list[_Waiting] = []
         self._begins: dict[int, list] = {}  # call -> [isolation, attempt], awaiting a timestamp
         self._reads: dict[int, _PendingRead] = {}  # call -> read awaiting ts or a remote reply
@@ -309,8 +327,19 @@ class NodeCore:
             return self.coordinator.on_ack(msg)
         if k == STATUS:
             return self.coordinator.on_status(msg)
+        if k == DECISION_REQ:  # cooperative termination (kvlab.twopc)
+            return self._after_locks_change(self.participant.on_decision_req(msg))
+        if k == DECISION_REPLY:
+            return self._after_locks_change(self.participant.on_decision_reply(msg))
         if k == TS_REPLY:
             return self._ts_reply(msg)
+        if k in (P1A, P2A):  # Paxos Commit (kvlab.paxos): this node's acceptor
+            acc = self.coordinator.acceptor
+            return acc.on_p1a(msg) if k == P1A else acc.on_p2a(msg)
+        if k == P1B:
+            return self.coordinator.on_p1b(msg)
+        if k == P2B:
+            return self.coordinator.on_p2b(msg)
         if k == READ:
             return self._serve_read(msg.body["key"], msg.body["ts"], msg.tx, requester=msg.src,
                                     req=msg.body["req"])
@@ -363,6 +392,8 @@ class NodeCore:
         purpose, call = msg.body["purpose"], msg.body.get("call")
         if purpose == "commit":
             return self._after_locks_change(self.coordinator.on_commit_ts(msg.tx, ts))
+        if purpose == "prepare":  # Paxos Commit: a participant's prepare timestamp
+            return self.participant.on_prepare_ts(msg.tx, ts)
         if purpose == "begin" and call in self._begins:
             isolation = self._begins.pop(call)[0]
             out.cancel.append(("ts-retry", call))
@@ -579,7 +610,7 @@ class NodeCore:
         kind = key[0]
         if kind == "peer-up":  # the driver armed our watch: the peer is reachable
             return self._peer_up(key[1])
-        if kind in ("vote", "ts", "resend"):
+        if kind in ("vote", "ts", "resend", "lead"):
             return self.coordinator.on_timer(key)
         if kind in ("decision", "status"):
             return self.participant.on_timer(key)
@@ -630,6 +661,8 @@ class NodeCore:
         to detect write-write conflicts."""
         stamps = [t.start_ts for t in self.coordinator.undecided.values()]
         stamps += [w.ts for w in self.waiting]
+        if self.config.commit_protocol == "paxos":  # any leader may still decide these, at a
+            stamps += [t.start_ts for t in self.participant.holding.values()]  # prepare ts
         return min(stamps) if stamps else None
 
     def why_waiting(self, call: int, requester: str | None = None) -> str:
@@ -673,6 +706,8 @@ class NodeCore:
         n.store = self.store.clone()
         n.coordinator = self.coordinator.clone()
         n.participant = self.participant.clone(n.store)
+        if isinstance(n.participant, PaxosParticipant):
+            n.participant.leader = n.coordinator
         n.waiting = list(self.waiting)  # _Waiting entries are never changed once made
         n._begins = {c: list(v) for c, v in self._begins.items()}
         n._reads = {c: _PendingRead(r.tx, r.key, r.ts, r.attempt) for c, r in self._reads.items()}
@@ -697,13 +732,15 @@ class NodeCore:
     def checkpoint_state(self) -> dict[str, Any]:
         """Durable state only: versions, prepared transactions, undecided commits, outcomes."""
         p = self.participant
-        return {
+        ck = {
             "store": self.store.dump(),
             "watermark": self.store.watermark,
             "prepared": {t.id: {"coordinator": t.coordinator, "start_ts": t.start_ts,
                                 "writes": {k: [v, d] for k, (v, d) in t.writes.items()},
                                 "reads": list(t.reads),
-                                **({"ranges": [list(r) for r in t.ranges]} if t.ranges else {})}
+                                **({"ranges": [list(r) for r in t.ranges]} if t.ranges else {}),
+                                **({"participants": list(t.participants)}
+                                   if p.cooperative else {})}
                          for t in p.in_doubt()},
             "decided": {t.id: {"commit_ts": t.commit_ts, "participants": t.participants}
                         for t in self.coordinator.txs.values() if t.state == COMMITTING},
@@ -711,6 +748,10 @@ class NodeCore:
             "horizon": p.horizon,
             "max_ts": self.max_ts,
         }
+        if isinstance(p, PaxosParticipant):  # prepare timestamps, and the acceptor's state
+            p.checkpoint(ck)
+            ck["acceptor"] = self.coordinator.acceptor.dump()
+        return ck
 
     def _recover(self, inp: Recover) -> Outputs:
         """Rebuild from a checkpoint and the log after it. Every record is checked first, so a
@@ -724,6 +765,7 @@ class NodeCore:
         decided: dict[str, dict[str, Any]] = {}
         finished: dict[str, tuple[str, int]] = {}
         horizon = inp.horizon
+        accepted: list[dict[str, Any]] = []
         if ck is not None:
             self.store.load(ck["store"])
             self.store.watermark = ck["watermark"]
@@ -750,17 +792,24 @@ class NodeCore:
                 rec = prepared.pop(d["tx"], None)
                 if rec is not None:
                     finished[d["tx"]] = (ABORTED, rec["start_ts"])
+                elif "start_ts" in d:  # aborted before any PREPARE was logged: unilaterally
+                    # (cooperative termination), or a Paxos participant's forced no vote
+                    finished[d["tx"]] = (ABORTED, d["start_ts"])
             elif t == "DECISION":
                 decided[d["tx"]] = d
                 if d["commit_ts"] > self.max_ts:
                     self.max_ts = d["commit_ts"]
             elif t == "END":
                 decided.pop(d["tx"], None)
+            elif t in ("ACCEPT", "PROMISE"):  # Paxos Commit's acceptor (kvlab.paxos)
+                accepted.append(d)
         for rec in prepared.values():
             self.max_ts = max(self.max_ts, rec["start_ts"])
         out = Outputs()
         out.note(role="node", event="recovered", versions=self.store.version_count(),
                  in_doubt=sorted(prepared), decided=sorted(decided))
+        if isinstance(self.coordinator, PaxosCoordinator):  # before any takeover starts
+            self.coordinator.recover_acceptor(ck, accepted)
         out.merge(self.participant.recover(prepared, finished, horizon))
         out.merge(self.coordinator.recover(decided))
         return out
@@ -805,9 +854,15 @@ RECORD_FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "ABORT": {"tx": str},
     "DECISION": {"tx": str, "commit_ts": int, "participants": list},
     "END": {"tx": str},
+    # Paxos Commit's acceptor (kvlab.paxos): values accepted in a ballot, a promise made
+    "ACCEPT": {"tx": str, "start_ts": int, "ballot": list, "values": list},
+    "PROMISE": {"tx": str, "start_ts": int, "ballot": list},
 }
 OPTIONAL_FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
-    "PREPARE": {"ranges": list},  # serializable scans; logs from before range reads lack it
+    "PREPARE": {"ranges": list,  # serializable scans; logs from before range reads lack it
+                "participants": list,  # cooperative termination: whom to ask
+                "prepare_ts": int},  # Paxos Commit: the vote's timestamp (kvlab.paxos)
+    "ABORT": {"start_ts": int, "coordinator": _ID},  # cooperative: a unilateral abort
 }
 CHECKPOINT_FIELDS: dict[str, type | tuple[type, ...]] = {
     "store": dict, "watermark": int, "prepared": dict, "decided": dict, "max_ts": int}
@@ -837,6 +892,16 @@ def _ranges(data: dict[str, Any], what: str) -> None:
                          f"(got {ranges!r})")
 
 
+def _ballot_values(data: dict[str, Any], what: str) -> None:
+    b = data["ballot"]
+    if not (len(b) == 2 and type(b[0]) is int and isinstance(b[1], _ID)):
+        raise CorruptLog(f"{what}: its ballot is not a [round, node] pair (got {b!r})")
+    for pair in data.get("values", []):
+        if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[1], list)
+                and pair[1] and pair[1][0] in ("prepared", "aborted")):
+            raise CorruptLog(f"{what}: {pair!r} is not an [instance, vote] pair")
+
+
 def check_record(r: Any) -> None:
     """CorruptLog unless ``r`` is a record this module's recovery understands."""
     what = f"WAL record LSN {r.lsn} ({r.type})"
@@ -852,6 +917,8 @@ def check_record(r: Any) -> None:
         if r.type == "PREPARE":
             _writes(r.data["writes"], what)
             _ranges(r.data, what)
+        elif r.type in ("ACCEPT", "PROMISE"):
+            _ballot_values(r.data, what)
     except CorruptLog as e:
         raise CorruptLog(f"{e}: it passes its checksum but kvlab did not write it. Restore the "
                          f"log from a backup, or delete the node's data directory.") from None
@@ -871,6 +938,8 @@ def check_checkpoint(ck: Any) -> None:
                     f"{what}: prepared {tx}")
             _writes(rec["writes"], f"{what}: prepared {tx}")
             _ranges(rec, f"{what}: prepared {tx}")
+            if not isinstance(rec.get("participants", []), list):
+                raise CorruptLog(f"{what}: prepared {tx} has no valid 'participants' list")
         for tx, rec in ck["decided"].items():
             _fields(rec, {"commit_ts": int, "participants": list}, f"{what}: decided {tx}")
         for tx, row in ck.get("finished", {}).items():
@@ -883,6 +952,7 @@ def check_checkpoint(ck: Any) -> None:
 
 
 __all__ = ["NodeCore", "NodeConfig", "ReadResult", "ScanRow", "ScanResult", "owner_of",
-           "ISOLATION_LEVELS", "PLACEMENTS", "Begin", "Get", "Scan", "Write", "Commit", "Rollback",
+           "ISOLATION_LEVELS", "PLACEMENTS", "COMMIT_PROTOCOLS", "Begin", "Get", "Scan", "Write",
+           "Commit", "Rollback",
            "Deliver", "Fire", "PeerUp", "Abandon", "Recover", "Gc", "RECORD_FIELDS",
            "OPTIONAL_FIELDS", "check_record", "check_checkpoint", "check_span"]

@@ -56,6 +56,8 @@ from kvlab.messages import (
     ABORT,
     ACK,
     COMMIT,
+    DECISION_REPLY,
+    DECISION_REQ,
     PREPARE,
     STATUS,
     TS_REQUEST,
@@ -103,7 +105,7 @@ COORDINATOR_RECOVERY = {e: s for e, s in COORDINATOR_ENTRIES.items() if e != "be
 
 PARTICIPANT_TRANSITIONS: dict[str, dict[str, str]] = {
     INIT: {"prepare ok": PREPARED, "prepare conflict": ABORTED, "abort": ABORTED,
-           "recover prepared": IN_DOUBT},
+           "recover prepared": IN_DOUBT, "unilateral abort": ABORTED},
     PREPARED: {"commit": COMMITTED, "abort": ABORTED, "decision timeout": IN_DOUBT,
                "prepare again": PREPARED},
     IN_DOUBT: {"commit": COMMITTED, "abort": ABORTED, "ask again": IN_DOUBT,
@@ -467,6 +469,7 @@ class PartTx:
     fixed: int | None = field(default=None, repr=False, compare=False)  # hash of the fields
     # set once by the PREPARE (writes, reads, ranges, coordinator, snapshot)
     ranges: tuple[Span, ...] = ()  # scanned ranges it validated and holds range locks on
+    doubters: tuple[Any, ...] = ()  # cooperative: peers that answered "in doubt too"
 
     def clone(self) -> PartTx:
         if self.state in (COMMITTED, ABORTED):
@@ -474,7 +477,7 @@ class PartTx:
         # writes, reads and ranges are never changed in place (replaced once, when finished)
         return PartTx(self.id, self.coordinator, self.start_ts, self.writes, self.reads,
                       self.state, self.commit_ts, self.attempt, self.participants, None,
-                      self.fixed, self.ranges)
+                      self.fixed, self.ranges, self.doubters)
 
     def fingerprint(self) -> int:
         if self.fp is not None:
@@ -482,7 +485,7 @@ class PartTx:
         if self.fixed is None:
             self.fixed = hash((self.id, self.coordinator, self.start_ts, freeze(self.writes),
                                tuple(self.reads), tuple(self.participants), self.ranges))
-        fp = mixed_hash((self.fixed, self.state, self.commit_ts, self.attempt))
+        fp = mixed_hash((self.fixed, self.state, self.commit_ts, self.attempt, self.doubters))
         if self.state in (COMMITTED, ABORTED):
             # its working sets are gone; the start timestamp still decides when it is
             # forgotten, and a late PREPARE of an aborted one is answered to its coordinator
@@ -495,11 +498,13 @@ class PartTx:
 class Participant:
     """Validates, locks, and applies one node's share of each transaction."""
 
-    def __init__(self, node_id: str, store: Store, timing: Timing, rules: Rules = Rules()) -> None:
+    def __init__(self, node_id: str, store: Store, timing: Timing, rules: Rules = Rules(),
+                 cooperative: bool = False) -> None:
         self.node_id = node_id
         self.store = store
         self.timing = timing
         self.rules = rules
+        self.cooperative = cooperative  # ask the other participants too (module docstring)
         self.holding: dict[str, PartTx] = {}  # index of txs in PREPARED or IN_DOUBT
         self.txs: dict[str, PartTx] = {}
         self.parked: dict[Any, dict[str, None]] = {}  # coordinator -> in-doubt txs waiting
@@ -509,6 +514,7 @@ class Participant:
     def clone(self, store: Store) -> Participant:
         p = Participant.__new__(Participant)
         p.node_id, p.store, p.timing, p.rules = self.node_id, store, self.timing, self.rules
+        p.cooperative = self.cooperative
         p.txs = {k: t.clone() for k, t in self.txs.items()}
         p.holding = {k: p.txs[k] for k in self.holding}
         p.parked = {c: dict(t) for c, t in self.parked.items()}
@@ -573,7 +579,8 @@ class Participant:
                 out.send(self._reply(tx, VOTE_YES))  # held while PREPARE is not durable
             elif tx.state == ABORTED:
                 self._move(out, tx, "late prepare")
-                out.send(self._reply(tx, VOTE_NO, reason="already aborted here"))
+                out.send(Message(self.node_id, b["coordinator"], VOTE_NO, tx.id,
+                                 {"reason": "already aborted here"}))
             return out  # COMMITTED: a duplicate of a PREPARE long answered
         if b["start_ts"] < self.horizon:
             # Older than the low watermark and unknown: a delayed duplicate of a transaction
@@ -602,6 +609,8 @@ class Participant:
                   "writes": b["writes"], "reads": tx.reads}
         if tx.ranges:  # optional, so logs without range reads stay byte-identical
             record["ranges"] = [list(r) for r in tx.ranges]
+        if self.cooperative:  # whom to ask after a crash, when the coordinator is silent
+            record["participants"] = list(tx.participants)
         out.log("PREPARE", record, force=self.rules.force_prepare)
         out.send(self._reply(tx, VOTE_YES))
         out.timer(("decision", tx.id), self.timing.decision_timeout)
@@ -681,16 +690,70 @@ class Participant:
             return out
         return self._ask(out, tx)
 
+    def _peers(self, tx: PartTx) -> list[Any]:
+        """Whom a cooperative participant asks besides the coordinator."""
+        return [p for p in tx.participants if p != self.node_id and p != tx.coordinator]
+
     def _ask(self, out: Outputs, tx: PartTx) -> Outputs:
         out.send(self._reply(tx, STATUS))
+        peers = self._peers(tx) if self.cooperative else []
+        for p in peers:
+            out.send(Message(self.node_id, p, DECISION_REQ, tx.id,
+                             {"start_ts": tx.start_ts, "coordinator": tx.coordinator}))
         if tx.attempt < self.timing.max_retries:
             out.timer(("status", tx.id), self.timing.retry_interval << tx.attempt)
             tx.attempt += 1
-        else:  # park: the driver wakes us (PeerUp) once the coordinator is reachable
-            self.parked.setdefault(tx.coordinator, {})[tx.id] = None
-            out.watch.append(tx.coordinator)
-            out.note(role="participant", tx=tx.id, event="parked", waiting_for=tx.coordinator)
+        else:  # park: the driver wakes us (PeerUp) once someone who may know is reachable
+            # (not peers that said they are in doubt too: they cannot help, and watching a
+            # reachable peer would wake us again and again, so run() would never go quiet)
+            peers = [p for p in peers if p not in tx.doubters]
+            for who in (tx.coordinator, *peers):
+                self.parked.setdefault(who, {})[tx.id] = None
+                out.watch.append(who)
+            out.note(role="participant", tx=tx.id, event="parked",
+                     waiting_for=[tx.coordinator, *peers] if peers else tx.coordinator)
         return out
+
+    # -- cooperative termination -----------------------------------------------------------
+    def on_decision_req(self, msg: Message) -> Outputs:
+        """Another participant is in doubt and its coordinator is silent: help if we can."""
+        out = Outputs()
+        tx = self.txs.get(msg.tx)
+        b = msg.body
+        if tx is None and b["start_ts"] >= self.horizon:
+            # We never voted, so the coordinator cannot have decided commit: abort now, for
+            # good. Forced, so a crash cannot make us forget it and vote yes later.
+            tx = PartTx(msg.tx, b["coordinator"], b["start_ts"], {}, ())
+            self.txs[tx.id] = tx
+            self._move(out, tx, "unilateral abort")
+            out.log("ABORT", {"tx": tx.id, "start_ts": tx.start_ts,
+                              "coordinator": tx.coordinator}, force=True)
+        if tx is not None and tx.state == COMMITTED:
+            body: dict[str, Any] = {"outcome": "commit", "commit_ts": tx.commit_ts}
+        elif tx is not None and tx.state == ABORTED:
+            body = {"outcome": "abort"}
+        else:
+            # Prepared and in doubt ourselves, or unknown below the horizon (forgotten once
+            # finished: we cannot tell how). Say so, so the trace shows why nobody helps.
+            body = {"outcome": None}
+        out.send(Message(self.node_id, msg.src, DECISION_REPLY, msg.tx, body))
+        return out
+
+    def on_decision_reply(self, msg: Message) -> Outputs:
+        """A peer's answer: an outcome it knows decides us as the coordinator's would."""
+        tx = self.holding.get(msg.tx)
+        outcome = msg.body["outcome"]
+        if tx is None:
+            return Outputs()
+        if outcome is None:
+            if msg.src not in tx.doubters:  # sorted: the order answers came in is no state
+                tx.doubters = tuple(sorted((*tx.doubters, msg.src), key=str))
+            return Outputs()
+        if outcome == "commit":
+            return self.on_commit(Message(msg.src, self.node_id, COMMIT, msg.tx,
+                                          {"commit_ts": msg.body["commit_ts"]}))
+        return self.on_abort(Message(msg.src, self.node_id, ABORT, msg.tx,
+                                     {"presumed": False, "start_ts": tx.start_ts}))
 
     def on_peer_up(self, peer: str) -> Outputs:
         """The coordinator we parked on is reachable: ask again, on a fresh schedule."""
@@ -717,6 +780,7 @@ class Participant:
         for tx_id, rec in prepared.items():
             writes = {k: (v[0], bool(v[1])) for k, v in rec["writes"].items()}
             tx = PartTx(tx_id, rec["coordinator"], rec["start_ts"], writes, list(rec["reads"]),
+                        participants=tuple(rec.get("participants", ())),
                         ranges=_spans(rec.get("ranges", ())))
             self.txs[tx_id] = tx
             self.store.lock(tx_id, tx.start_ts, list(writes), tx.reads, tx.ranges)
