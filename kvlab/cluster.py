@@ -131,6 +131,10 @@ class Cluster:
         node can finish a transaction whose coordinator crashed).
     paxos_f: F for Paxos Commit, the acceptor crashes it tolerates (needs 2F+1 nodes); F = 0
         is two-phase commit again.
+    fast_reads: a read does not wait for a prepared write that must commit above its snapshot
+        (the participant knew a timestamp at least as new as the snapshot when it prepared,
+        and the commit timestamp is issued after every vote). Off by default, so the lessons
+        show the classic wait.
     """
 
     def __init__(self, nodes: Iterable[Any], seed: int = 0,
@@ -139,14 +143,15 @@ class Cluster:
                  fsync_latency: int = 1, timing: Timing | None = None,
                  call_timeout: int = 2000, checkpoint_every: int = 5000, gc_every: int = 1000,
                  trace: bool = True, history: bool = True, rules: Rules | None = None,
-                 commit_protocol: str = "2pc", paxos_f: int = 1) -> None:
+                 commit_protocol: str = "2pc", paxos_f: int = 1,
+                 fast_reads: bool = False) -> None:
         ids = check_node_ids(nodes)
         self.options: dict[str, Any] = dict(  # what clone() rebuilds from
             nodes=ids, seed=seed, data_dir=data_dir, placement=placement, latency=latency,
             loss=loss, duplicate=duplicate, fsync_latency=fsync_latency, timing=timing,
             call_timeout=call_timeout, checkpoint_every=checkpoint_every, gc_every=gc_every,
             trace=trace, history=history, rules=rules, commit_protocol=commit_protocol,
-            paxos_f=paxos_f)
+            paxos_f=paxos_f, fast_reads=fast_reads)
         if type(seed) is not int:
             raise ConfigurationError(f"seed must be an int (it makes runs repeatable), got "
                                      f"{seed!r}")
@@ -165,7 +170,7 @@ class Cluster:
             raise ConfigurationError(f"timing must be a kvlab.Timing(...), got {timing!r}")
         if rules is not None and not isinstance(rules, Rules):
             raise ConfigurationError(f"rules must be a kvlab.Rules(...), got {rules!r}")
-        for name, flag in (("trace", trace), ("history", history)):
+        for name, flag in (("trace", trace), ("history", history), ("fast_reads", fast_reads)):
             if not isinstance(flag, bool):
                 raise ConfigurationError(f"{name} must be True or False, got {flag!r}")
         if data_dir is not None and not isinstance(data_dir, (str, os.PathLike)):
@@ -181,7 +186,7 @@ class Cluster:
         self.placement = placement
         self.data_dir = Path(data_dir) if data_dir is not None else None
         self.config = NodeConfig(ids, placement, timing or Timing(), rules or Rules(),
-                                 commit_protocol, paxos_f)
+                                 commit_protocol, paxos_f, fast_reads)
         self.commit_protocol = commit_protocol
         self.trace = Trace(enabled=trace)
         self.history: History | None = History() if history else None
@@ -434,6 +439,19 @@ class Cluster:
         if self._cores[node_id] is not None:
             return False
         self._open(node_id)
+        if self.commit_protocol == "paxos":
+            # Commits this node started whose BEGIN never became durable: no PREPARE left it
+            # (the Outbox held them), so nobody can ever vote for them. The rest it leads
+            # again (kvlab.paxos), and their outcome settles the handle.
+            coord = self._cores[node_id].coordinator
+            why = (f"aborted: {node_id} crashed before its BEGIN record was durable, so no "
+                   f"PREPARE ever left it")
+            for call in [c for c, (n, tx, _) in self._commit_calls.items()
+                         if n == node_id and tx not in coord.leaders]:
+                _, tx, handle = self._commit_calls.pop(call)
+                handle._settle(False, why, None)
+                if self.history is not None:
+                    self._history_outcome(tx, False, why, None)
         self._arm_watches()
         self.gc()  # replay brought back versions that no snapshot needs any more
         return True

@@ -72,6 +72,7 @@ class Lock:
     tx: str
     start_ts: int
     mode: str = "write"  # "write" (exclusive) or "read" (serializable read validation)
+    floor: int = 0  # its commit timestamp will be above this (fast reads; see Store.seen)
 
 
 @dataclass(slots=True)
@@ -123,6 +124,11 @@ class Store:
         self.read_locks: dict[str, dict[str, Lock]] = {}
         self.range_locks: dict[str, tuple[Span, ...]] = {}  # tx -> ranges it scanned
         self.watermark = 0  # versions below it, except the newest, have been collected
+        # Fast reads (Cluster(fast_reads=True)): the newest timestamp this node knows the
+        # oracle issued. A transaction that prepares now gets its commit timestamp later (the
+        # coordinator asks for it only after every vote), so it commits above ``seen``: a read
+        # at ts <= seen can never see it and need not wait for its lock. 0: the switch is off.
+        self.seen = 0
         self._fp: tuple | None = None  # fingerprint cache (kvlab.explore), reset on change
         self._collectable: dict[str, None] = {}  # keys with more than one version
         self._keys: list[str] = []  # every key of chains, sorted (derived from chains)
@@ -139,7 +145,7 @@ class Store:
     def blocker(self, key: str, ts: int, tx: str | None = None) -> Lock | None:
         """The prepared write a read at ``ts`` must wait for, if any."""
         lock = self.write_locks.get(key)
-        if lock is not None and lock.tx != tx and lock.start_ts < ts:
+        if lock is not None and lock.tx != tx and lock.start_ts < ts and lock.floor < ts:
             return lock
         return None
 
@@ -177,7 +183,7 @@ class Store:
         stored keys, so a prepared insert of a key that has no version yet counts too."""
         for key in sorted(self.write_locks):
             lock = self.write_locks[key]
-            if lock.tx != tx and lock.start_ts < ts and in_span(key, span):
+            if lock.tx != tx and lock.start_ts < ts and lock.floor < ts and in_span(key, span):
                 return key, lock
         return None
 
@@ -246,8 +252,9 @@ class Store:
     def lock(self, tx: str, start_ts: int, writes: list[str], reads: Sequence[str] = (),
              ranges: Sequence[Span] = ()) -> None:
         self._fp = None
+        floor = self.seen
         for key in writes:
-            self.write_locks[key] = Lock(tx, start_ts)
+            self.write_locks[key] = Lock(tx, start_ts, "write", floor)
         for key in reads:
             self.read_locks.setdefault(key, {})[tx] = Lock(tx, start_ts, "read")
         if ranges:
@@ -332,6 +339,7 @@ class Store:
         s.read_locks = {k: dict(h) for k, h in self.read_locks.items()}
         s.range_locks = dict(self.range_locks)  # tuples of spans: immutable, shared
         s.watermark = self.watermark
+        s.seen = self.seen
         s._collectable = dict(self._collectable)
         s._keys = list(self._keys)
         s._fp = self._fp
@@ -347,10 +355,11 @@ class Store:
         return (
             tuple(sorted((k, tuple((v.commit_ts, freeze(v.value), v.writer, v.deleted)
                                    for v in c)) for k, c in self.chains.items())),
-            tuple(sorted((k, lk.tx, lk.start_ts) for k, lk in self.write_locks.items())),
+            tuple(sorted((k, lk.tx, lk.start_ts, lk.floor)
+                         for k, lk in self.write_locks.items())),
             tuple(sorted((k, tuple(sorted(h))) for k, h in self.read_locks.items())),
             tuple(sorted(self.range_locks.items())),
-            self.watermark)  # _keys is derived from chains, which the first part covers
+            self.watermark, self.seen)  # _keys is derived from chains, which the first part covers
 
     # -- inspection and checkpoints ------------------------------------------------------
     def version_count(self) -> int:

@@ -234,6 +234,7 @@ class NodeConfig:
     rules: Rules = field(default_factory=Rules)
     commit_protocol: str = "2pc"  # or "cooperative", "paxos" (see kvlab.twopc, kvlab.paxos)
     paxos_f: int = 1  # Paxos Commit: acceptor crashes tolerated (2F+1 acceptors per transaction)
+    fast_reads: bool = False  # reads skip prepared locks that must commit above them (Store.seen)
 
 
 class NodeCore:
@@ -316,6 +317,8 @@ class NodeCore:
     def _deliver(self, msg: Message) -> Outputs:
         k = msg.kind
         if k == PREPARE:
+            if self.config.fast_reads and self.store.seen != self.max_ts:
+                self.store.seen, self.store._fp = self.max_ts, None  # see Store.seen
             return self._after_locks_change(self.participant.on_prepare(msg))
         if k == COMMIT:
             return self._after_locks_change(self.participant.on_commit(msg))
@@ -751,6 +754,7 @@ class NodeCore:
         if isinstance(p, PaxosParticipant):  # prepare timestamps, and the acceptor's state
             p.checkpoint(ck)
             ck["acceptor"] = self.coordinator.acceptor.dump()
+            ck["begun"] = self.coordinator.begun()
         return ck
 
     def _recover(self, inp: Recover) -> Outputs:
@@ -766,7 +770,9 @@ class NodeCore:
         finished: dict[str, tuple[str, int]] = {}
         horizon = inp.horizon
         accepted: list[dict[str, Any]] = []
+        begun: dict[str, dict[str, Any]] = {}  # Paxos Commit: commits this node started
         if ck is not None:
+            begun.update(ck.get("begun", {}))
             self.store.load(ck["store"])
             self.store.watermark = ck["watermark"]
             prepared.update(ck["prepared"])
@@ -801,6 +807,9 @@ class NodeCore:
                     self.max_ts = d["commit_ts"]
             elif t == "END":
                 decided.pop(d["tx"], None)
+                begun.pop(d["tx"], None)
+            elif t == "BEGIN":
+                begun[d["tx"]] = d
             elif t in ("ACCEPT", "PROMISE"):  # Paxos Commit's acceptor (kvlab.paxos)
                 accepted.append(d)
         for rec in prepared.values():
@@ -812,6 +821,8 @@ class NodeCore:
             self.coordinator.recover_acceptor(ck, accepted)
         out.merge(self.participant.recover(prepared, finished, horizon))
         out.merge(self.coordinator.recover(decided))
+        if begun and isinstance(self.coordinator, PaxosCoordinator):
+            out.merge(self.coordinator.recover_begun(begun))
         return out
 
 
@@ -857,6 +868,7 @@ RECORD_FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
     # Paxos Commit's acceptor (kvlab.paxos): values accepted in a ballot, a promise made
     "ACCEPT": {"tx": str, "start_ts": int, "ballot": list, "values": list},
     "PROMISE": {"tx": str, "start_ts": int, "ballot": list},
+    "BEGIN": {"tx": str, "start_ts": int, "participants": list},  # Paxos: who takes part
 }
 OPTIONAL_FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "PREPARE": {"ranges": list,  # serializable scans; logs from before range reads lack it
@@ -942,6 +954,8 @@ def check_checkpoint(ck: Any) -> None:
                 raise CorruptLog(f"{what}: prepared {tx} has no valid 'participants' list")
         for tx, rec in ck["decided"].items():
             _fields(rec, {"commit_ts": int, "participants": list}, f"{what}: decided {tx}")
+        for tx, rec in ck.get("begun", {}).items():
+            _fields(rec, {"start_ts": int, "participants": list}, f"{what}: begun {tx}")
         for tx, row in ck.get("finished", {}).items():
             if not (isinstance(row, list) and len(row) == 2 and row[0] in (COMMITTED, ABORTED)
                     and type(row[1]) is int):

@@ -22,10 +22,15 @@ Forced records (each one is what a crash must not lose):
   it to the acceptors, so it can never propose two different values in ballot 0;
 * an acceptor forces ACCEPT before answering phase 2, and PROMISE before answering phase 1, so
   a chosen value survives any F crashes and a promise made is never forgotten;
-* a participant forces COMMIT before acking, as in two-phase commit.
+* a participant forces COMMIT before acking, as in two-phase commit;
+* the coordinator forces BEGIN (the participants) before any PREPARE leaves: participants learn
+  of a transaction only from its PREPARE, so if every PREPARE died with the coordinator, only
+  its restart can finish the transaction (it leads it again, and the acceptors' answers say
+  it aborts). A restarted coordinator with no BEGIN on record knows no PREPARE ever left.
 
 No DECISION record is written: the acceptors' forced ACCEPT records *are* the decision (any
-leader recomputes it from F+1 of them), so a coordinator's log holds nothing of its own. A
+leader recomputes it from F+1 of them); the coordinator's unforced END only spares it leading
+a decided transaction again after a restart. A
 participant's "no" vote is forced too (ABORT with its start timestamp): after a crash a
 duplicate PREPARE must not give its instance a second ballot-0 value.
 """
@@ -35,7 +40,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from kvlab.effects import Outputs
+from kvlab.effects import Outputs, Record
 from kvlab.errors import CorruptLog
 from kvlab.messages import ABORT, COMMIT, P1A, P1B, P2A, P2B, TS_REQUEST, TSO, Message, mixed_hash
 from kvlab.mvcc import Store
@@ -352,6 +357,15 @@ class PaxosCoordinator(Coordinator):
         their own votes to the acceptors, whose answers come here."""
         out = super().start(tx, call, plan)
         if tx.state == PREPARING:
+            # kvlab's participants learn of a transaction only from its PREPARE (writes are
+            # buffered here until commit), so this node alone knows who takes part. Forced
+            # before any PREPARE leaves (the Outbox holds them): a coordinator that crashes
+            # with every PREPARE lost can then finish the transaction when it restarts;
+            # without the record nobody could, and the client would wait forever. Gray and
+            # Lamport's participants have joined before commit starts: this is the join.
+            out.records.insert(0, Record("BEGIN", {"tx": tx.id, "start_ts": tx.start_ts,
+                                                   "participants": list(tx.participants)},
+                                         force=True))
             lt = LeadTx(tx.id, tx.start_ts, self.node_id, tuple(tx.participants),
                         tuple(acceptors_for(self.node_id, self.nodes, self.f)),
                         LEADER_ENTRIES["ballot 0"], (0, self.node_id))
@@ -499,6 +513,7 @@ class PaxosCoordinator(Coordinator):
         if tx is None or tx.state != PREPARING:
             return False
         out.cancel.append(("vote", tx.id))
+        out.log("END", {"tx": tx.id})  # not forced: losing it only means leading it again
         tx.reason = reason
         if commit:
             tx.commit_ts = ts
@@ -565,7 +580,9 @@ class PaxosCoordinator(Coordinator):
             return out
         answered = lt.promises if lt.state == PHASE1 else {
             a for (_, b, _), accs in lt.accepts.items() if b == lt.ballot for a in accs}
-        waiting = [a for a in lt.acceptors if a not in answered]
+        # never this node itself: its own acceptor's answer is on its way (behind a flush),
+        # and a watch on itself would wake it at once, again and again: run() would spin
+        waiting = [a for a in lt.acceptors if a not in answered and a != self.node_id]
         for a in waiting:
             self.lead_parked.setdefault(a, {})[lt.id] = None
             out.watch.append(a)
@@ -586,6 +603,25 @@ class PaxosCoordinator(Coordinator):
         return out
 
     # -- checkpoints and recovery ----------------------------------------------------------
+    def recover_begun(self, begun: dict[str, dict[str, Any]]) -> Outputs:
+        """Lead, with a fresh ballot, every transaction this node began committing and did not
+        see decided before its crash: the acceptors' answers say what was chosen, or nothing
+        was and it aborts. Either way the client's handle is settled (Outputs.outcomes)."""
+        out = Outputs()
+        for tx_id, rec in begun.items():
+            self.take_over(out, tx_id, rec["start_ts"], self.node_id, rec["participants"])
+        return out
+
+    def begun(self) -> dict[str, dict[str, Any]]:
+        """Transactions whose BEGIN is on record and whose outcome this node has not seen,
+        for checkpoints."""
+        out = {t.id: {"start_ts": t.start_ts, "participants": list(t.participants)}
+               for t in self.txs.values() if t.state == PREPARING}
+        for lt in self.leaders.values():
+            if lt.coordinator == self.node_id and lt.state != DECIDED and lt.id not in out:
+                out[lt.id] = {"start_ts": lt.start_ts, "participants": list(lt.participants)}
+        return out
+
     def recover_acceptor(self, checkpoint: dict[str, Any] | None,
                          records: list[dict[str, Any]]) -> None:
         if checkpoint is not None and "acceptor" in checkpoint:

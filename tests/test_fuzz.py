@@ -79,6 +79,14 @@ RUN_LIMIT = 200_000  # events
 CI_SCHEDULES = 300
 CI_CHUNK = 20
 
+# KVLAB_FUZZ_PROTOCOL=cooperative|paxos (and KVLAB_FUZZ_FAST_READS=1) fuzz the other commit
+# protocols and fast reads with the same schedules; the default is the lessons' 2PC.
+PROTOCOL: dict[str, Any] = {}
+if os.environ.get("KVLAB_FUZZ_PROTOCOL"):
+    PROTOCOL["commit_protocol"] = os.environ["KVLAB_FUZZ_PROTOCOL"]
+if os.environ.get("KVLAB_FUZZ_FAST_READS") == "1":
+    PROTOCOL["fast_reads"] = True
+
 
 class FuzzFailure(AssertionError):
     """A schedule broke a property (or the engine raised something it must not)."""
@@ -175,7 +183,7 @@ class Schedule:
             duplicate=cfg["duplicate"], fsync_latency=cfg["fsync_latency"],
             timing=kvlab.Timing(**cfg["timing"]), call_timeout=cfg["call_timeout"],
             checkpoint_every=cfg["checkpoint_every"], gc_every=cfg["gc_every"],
-            trace=cfg["trace"], history=True, rules=cfg["rules"])
+            trace=cfg["trace"], history=True, rules=cfg["rules"], **PROTOCOL)
 
     # -- helpers ------------------------------------------------------------------------
     def fail(self, what: str) -> None:
@@ -1028,7 +1036,8 @@ def reproducer(seed: int, actions: list[tuple], config: dict[str, Any]) -> str:
         f" call_timeout={config['call_timeout']!r}, "
         f"checkpoint_every={config['checkpoint_every']!r}, gc_every={config['gc_every']!r}, "
         f"trace={config['trace']!r}" + (f", rules=kvlab.{config['rules']!r}" if config["rules"]
-                                        else "") + ")",
+                                        else "")
+        + "".join(f", {k}={v!r}" for k, v in PROTOCOL.items()) + ")",
         f"c = kvlab.Cluster(NODES, seed={seed}, data_dir=DATA_DIR, **OPTIONS)",
         "h = {}", "",
         "def attempt(f):",
@@ -1156,8 +1165,7 @@ def test_fuzzer_catches_a_broken_isolation_rule(bug, monkeypatch):
     pytest.fail(f"no schedule noticed {bug}")
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("KVLAB_FUZZ_SCHEDULES"),
+@pytest.mark.skipif(not os.environ.get("KVLAB_FUZZ_SCHEDULES"),  # its own switch, not slow's
                     reason="set KVLAB_FUZZ_SCHEDULES=N for the long fuzz run")
 def test_fuzz_long():
     n = int(os.environ["KVLAB_FUZZ_SCHEDULES"])

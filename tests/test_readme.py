@@ -23,7 +23,8 @@ def test_readme_has_the_tour():
     assert len(tour) <= 6  # the five-line tour (plus the import)
 
 
-def test_readme_examples_run_and_print_what_they_say():
+def test_readme_examples_run_and_print_what_they_say(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the examples' data directories go to a scratch place
     kvlab.reset_default()
     ns: dict = {}
     out = io.StringIO()
