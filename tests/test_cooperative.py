@@ -141,7 +141,11 @@ def test_cooperative_blocks_at_fewer_crash_points_than_2pc():
     assert blocked["cooperative"]  # all prepared, all in doubt: still blocks
 
 
-@pytest.mark.parametrize("budget", [{}, {"drops": 1}, {"timeouts": 1}])
+@pytest.mark.parametrize("budget", [
+    {},  # 29,792 states, about 9 s
+    pytest.param({"drops": 1}, marks=pytest.mark.slow),  # 1,613,350 states, about 9 minutes
+    pytest.param({"timeouts": 1}, marks=pytest.mark.slow),
+])
 def test_the_explorer_finds_no_violation_under_cooperative(budget):
     r = explore.search(setup_for("cooperative"), crashes=1, **budget)
     assert r.status == "exhausted", r
@@ -156,6 +160,7 @@ def test_the_explorer_finds_the_blocking_schedule_of_2pc_and_of_cooperative():
         assert explore.nonblocking(c) == r.violation
 
 
+@pytest.mark.slow  # about 2 minutes
 def test_two_conflicting_commits_are_exhausted_under_cooperative():
     def setup() -> kvlab.Cluster:
         c = kvlab.Cluster(NODES, seed=0, commit_protocol="cooperative")
