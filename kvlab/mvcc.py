@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right, insort
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from kvlab.messages import freeze
@@ -72,7 +72,9 @@ class Lock:
     tx: str
     start_ts: int
     mode: str = "write"  # "write" (exclusive) or "read" (serializable read validation)
-    floor: int = 0  # its commit timestamp will be above this (fast reads; see Store.seen)
+    # its commit timestamp will be above this (fast reads; see Store.seen); left out of the
+    # repr so every view stays as it was with the switch off
+    floor: int = field(default=0, repr=False)
 
 
 @dataclass(slots=True)
