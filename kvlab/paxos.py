@@ -45,20 +45,16 @@ from kvlab.errors import CorruptLog
 from kvlab.messages import ABORT, COMMIT, P1A, P1B, P2A, P2B, TS_REQUEST, TSO, Message, mixed_hash
 from kvlab.mvcc import Store
 from kvlab.twopc import (
-    _DONE,
     _MASK,
     ABORTED,
     ACTIVE,
     COMMITTED,
     COMMITTING,
-    COORDINATOR_ENTRIES,
     COORDINATOR_TRANSITIONS,
     IN_DOUBT,
-    INIT,
     PARTICIPANT_TRANSITIONS,
     PREPARED,
     PREPARING,
-    UNDECIDED,
     Coordinator,
     CoordTx,
     Participant,
@@ -302,6 +298,8 @@ class PaxosCoordinator(Coordinator):
     acceptor and every takeover it leads (a node has one leader per transaction, so that
     its ballots are unique whichever role started it)."""
 
+    TRANSITIONS = PAXOS_COORDINATOR_TRANSITIONS  # two-phase commit's bookkeeping, this table
+
     def __init__(self, node_id: Any, timing: Timing, rules: Rules, nodes: list[Any],
                  f: int) -> None:
         super().__init__(node_id, timing, rules)
@@ -324,26 +322,6 @@ class PaxosCoordinator(Coordinator):
                 sum([t.fingerprint() for t in self.leaders.values()]) & _MASK,
                 tuple(sorted((str(p), tuple(sorted(t))) for p, t in self.lead_parked.items()
                              if t)))
-
-    def _move(self, out: Outputs, tx: CoordTx, event: str) -> None:
-        """Two-phase commit's bookkeeping, moved by the Paxos Commit coordinator table."""
-        if tx.state == INIT:
-            new = COORDINATOR_ENTRIES[event]
-        else:
-            new = advance(PAXOS_COORDINATOR_TRANSITIONS, tx.state, event)
-        out.note(role="coordinator", tx=tx.id, event=event, old=tx.state, new=new)
-        tx.state = new
-        if new in UNDECIDED:
-            self.undecided[tx.id] = tx
-        else:
-            self.undecided.pop(tx.id, None)
-        if new in (COMMITTED, ABORTED):
-            tx.writes, tx.reads, tx.scans, tx.votes, tx.acked = _DONE, _DONE, _DONE, _DONE, _DONE
-            self.finished[tx.id] = None
-            while len(self.finished) > self.timing.keep_outcomes:
-                old = next(iter(self.finished))
-                del self.finished[old]
-                self.txs.pop(old, None)
 
     def _lmove(self, out: Outputs, lt: LeadTx, event: str) -> None:
         new = advance(LEADER_TRANSITIONS, lt.state, event)

@@ -226,6 +226,8 @@ class CoordTx:
 class Coordinator:
     """Drives the transactions that began on this node through 2PC."""
 
+    TRANSITIONS = COORDINATOR_TRANSITIONS  # the table _move follows (Paxos Commit has its own)
+
     def __init__(self, node_id: str, timing: Timing, rules: Rules = Rules()) -> None:
         self.node_id = node_id
         self.timing = timing
@@ -256,7 +258,7 @@ class Coordinator:
         if tx.state == INIT:  # a record being created: begin() or recovery
             new = COORDINATOR_ENTRIES[event]
         else:
-            new = advance(COORDINATOR_TRANSITIONS, tx.state, event)
+            new = advance(self.TRANSITIONS, tx.state, event)
         out.note(role="coordinator", tx=tx.id, event=event, old=tx.state, new=new)
         tx.state = new
         if new in UNDECIDED:

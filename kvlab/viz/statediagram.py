@@ -109,7 +109,7 @@ def state_diagram(role: str = "coordinator", source: Any = None, ax: Axes | None
     the others (data units are inches).
     """
     if role not in TABLES:
-        raise VizError(f"role={role!r}: choose 'coordinator' or 'participant'")
+        raise VizError(f"role={role!r}: choose one of {', '.join(map(repr, TABLES))}")
     table = TABLES[role]
     grid = {s: (round(x / DX), round(-y / DY)) for s, (x, y) in layout(table).items()}
     current = _current(role, source, tx)
@@ -186,9 +186,11 @@ def state_diagram(role: str = "coordinator", source: Any = None, ax: Axes | None
                                  gid=f"entry:{first}"))
     room.boxes.append((x0 - w0 / 2 - 0.41, x0, y0 - 0.1, y0 + 0.1))
     for event, target in ENTRIES[role].items():
-        _entry(ax, event, target, pos, sizes, boxes, room)
+        _entry(ax, event, target, pos, sizes, boxes, room,
+               "\n(on restart,\nfrom the WAL)" if role == "coordinator" else "")
     # the picture is as big as what it holds: set the limits (and a fresh figure's size) last
-    title = (f"2PC {role} states (from kvlab.twopc)"
+    title = ((f"2PC {role} states (from kvlab.twopc)" if role in ("coordinator", "participant")
+              else f"Paxos Commit {role} states (from kvlab.paxos)")
              + (f" · {tx}" if tx else " · filled: where live transactions are now"))
     tw, th = room.size(title, st.TITLE)
     x_lo = min(b[0] for b in room.boxes) - MARGIN
@@ -207,11 +209,13 @@ def state_diagram(role: str = "coordinator", source: Any = None, ax: Axes | None
 
 
 def _entry(ax: Axes, event: str, target: str, pos: dict[str, tuple[float, float]],
-           sizes: dict[str, tuple[float, float]], boxes: dict[str, Any], room: _Room) -> None:
-    """The recovery entry: a dashed arrow into ``target`` from a free corner near it."""
+           sizes: dict[str, tuple[float, float]], boxes: dict[str, Any], room: _Room,
+           caption: str) -> None:
+    """An entry (recovery, or how a leader starts): a dashed arrow into ``target`` from a free
+    corner near it."""
     x, y = pos[target]
     w, h = sizes[target]
-    text = event + "\n(on restart,\nfrom the WAL)"
+    text = event + caption
     tw, th = room.size(text, st.SMALL)
     for sx, sy in ((1, -1), (-1, -1), (1, 1), (-1, 1)):
         start = (x + sx * (w / 2 + 0.25), y + sy * (h / 2 + 0.3))
@@ -263,6 +267,8 @@ def _transitions(ax: Axes, arrows: dict[tuple[str, str], list[str]],
             rad = (-2 * lift / dx) * (1 if y0 == top else -1)
         elif y0 != y1 and passes(x0, x1, y0) + passes(x0, x1, y1):
             rad = 0.2 if dx > 0 else -0.2
+        elif (t, s) in arrows:  # both ways between neighbours: one arc above, one below
+            rad = 0.35
         else:
             rad = 0.0
         ax.add_patch(FancyArrowPatch((x0, y0), (x1, y1), patchA=boxes[s], patchB=boxes[t],
