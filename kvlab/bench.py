@@ -29,6 +29,7 @@ import tempfile
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 from kvlab.cluster import Cluster
 from kvlab.wal import decode
@@ -228,9 +229,10 @@ def replay(directory: str) -> tuple[int, float]:
 
 
 # -- 4. explorer --------------------------------------------------------------------------------
-def two_commits() -> Cluster:
-    """kvlab.explore's reference configuration: two conflicting commits from two nodes."""
-    c = Cluster(NODES, seed=0)
+def two_commits(**options: Any) -> Cluster:
+    """kvlab.explore's reference configuration: two conflicting commits from two nodes
+    (``options``: more Cluster settings, e.g. ``commit_protocol``)."""
+    c = Cluster(NODES, seed=0, **options)
     a, b = c["n1"], c["n2"]
     t1, t2 = a.begin(), b.begin()
     a.put(t1, "x", 1)

@@ -299,6 +299,7 @@ class PaxosCoordinator(Coordinator):
     its ballots are unique whichever role started it)."""
 
     TRANSITIONS = PAXOS_COORDINATOR_TRANSITIONS  # two-phase commit's bookkeeping, this table
+    END_WHEN_ACKED = False  # there is no DECISION to end; END is logged at the decision
 
     def __init__(self, node_id: Any, timing: Timing, rules: Rules, nodes: list[Any],
                  f: int) -> None:
@@ -350,20 +351,6 @@ class PaxosCoordinator(Coordinator):
             self.leaders[tx.id] = lt
             out.note(role="leader", tx=tx.id, event="ballot 0", old="", new=lt.state,
                      ballot=[0, self.node_id])
-        return out
-
-    def on_ack(self, msg: Message) -> Outputs:
-        """As two-phase commit's, without the END record: there is no DECISION to end."""
-        out = Outputs()
-        tx = self.txs.get(msg.tx)
-        if tx is None or tx.state != COMMITTING or msg.src in tx.acked:
-            return out
-        tx.acked[msg.src] = None
-        if len(tx.acked) < len(tx.participants):
-            self._move(out, tx, "ack")
-            return out
-        self._move(out, tx, "all acked")
-        out.cancel.append(("resend", tx.id))
         return out
 
     # -- takeover ----------------------------------------------------------------------------

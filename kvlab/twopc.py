@@ -227,6 +227,7 @@ class Coordinator:
     """Drives the transactions that began on this node through 2PC."""
 
     TRANSITIONS = COORDINATOR_TRANSITIONS  # the table _move follows (Paxos Commit has its own)
+    END_WHEN_ACKED = True  # log END once every participant acked (Paxos Commit: at its decision)
 
     def __init__(self, node_id: str, timing: Timing, rules: Rules = Rules()) -> None:
         self.node_id = node_id
@@ -371,7 +372,8 @@ class Coordinator:
             return out
         self._move(out, tx, "all acked")
         out.cancel.append(("resend", tx.id))
-        out.log("END", {"tx": tx.id})  # not forced: losing it only means resending COMMIT
+        if self.END_WHEN_ACKED:
+            out.log("END", {"tx": tx.id})  # not forced: losing it only means resending COMMIT
         return out
 
     def on_status(self, msg: Message) -> Outputs:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import kvlab
-from kvlab import explore
+from kvlab import bench, explore
 from kvlab.messages import DECISION_REPLY, DECISION_REQ, PREPARE
 from kvlab.twopc import ABORTED, COMMITTED, IN_DOUBT
 
@@ -162,18 +162,7 @@ def test_the_explorer_finds_the_blocking_schedule_of_2pc_and_of_cooperative():
 
 @pytest.mark.slow  # about 2 minutes
 def test_two_conflicting_commits_are_exhausted_under_cooperative():
-    def setup() -> kvlab.Cluster:
-        c = kvlab.Cluster(NODES, seed=0, commit_protocol="cooperative")
-        a, b = c["n1"], c["n2"]
-        t1, t2 = a.begin(), b.begin()
-        a.put(t1, "x", 1)
-        a.put(t1, "y", 1)
-        b.put(t2, "y", 2)
-        b.put(t2, "z", 2)
-        a.commit_async(t1)
-        b.commit_async(t2)
-        return c
-    r = explore.search(setup, crashes=0)
+    r = explore.search(lambda: bench.two_commits(commit_protocol="cooperative"), crashes=0)
     assert r.status == "exhausted", r
 
 

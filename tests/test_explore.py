@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 import kvlab
-from kvlab import explore
+from kvlab import bench, explore
 from kvlab.effects import Outbox
 from kvlab.messages import freeze
 from kvlab.twopc import COMMITTED, Coordinator
@@ -25,18 +25,8 @@ def one_commit(rules: kvlab.Rules | None = None) -> kvlab.Cluster:
     return c
 
 
-def two_commits() -> kvlab.Cluster:
-    """The issue's configuration: two conflicting transactions from two coordinators."""
-    c = kvlab.Cluster(NODES, seed=0)
-    a, b = c["n1"], c["n2"]
-    t1, t2 = a.begin(), b.begin()
-    a.put(t1, "x", 1)
-    a.put(t1, "y", 1)
-    b.put(t2, "y", 2)
-    b.put(t2, "z", 2)
-    a.commit_async(t1)
-    b.commit_async(t2)
-    return c
+# the issue's configuration: two conflicting transactions from two coordinators
+two_commits = bench.two_commits
 
 
 # -- the protocol as it is: exhausted, nothing found -------------------------------------------
