@@ -303,11 +303,16 @@ class Cluster:
         """A new cluster built with ``options`` on which the calls of ``journal`` (as
         :attr:`journal` lists them) are made again: by determinism, the same state and trace."""
         c = cls(**options)
-        handles: list[CommitHandle] = []
-        with warnings.catch_warnings():
+        c._replay_onto([], journal)
+        return c
+
+    def _replay_onto(self, handles: list[CommitHandle], journal: Iterable[tuple]) -> None:
+        """Make the calls of ``journal`` on this cluster; ``handles`` are the commit handles
+        made so far (a journal names a handle by its position) and collects the new ones."""
+        with warnings.catch_warnings(), _collector_paused():
             warnings.simplefilter("ignore", TornTailWarning)
             for target, name, args, kwargs in journal:
-                obj: Any = c if target is None else c.node(target[1]) \
+                obj: Any = self if target is None else self.node(target[1]) \
                     if target[0] == "node" else handles[target[1]]
                 try:
                     result = getattr(obj, name)(*args, **kwargs)
@@ -315,7 +320,6 @@ class Cluster:
                     continue  # it failed the first time too, after the same state changes
                 if name == "commit_async":
                     handles.append(result)
-        return c
 
     @public(journal=False, after_close=True)
     def pending(self) -> list[Envelope]:

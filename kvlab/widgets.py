@@ -21,7 +21,6 @@ whose content did not change is not re-encoded.
 from __future__ import annotations
 
 import base64
-import gc
 import html
 import json
 import re
@@ -44,7 +43,6 @@ from kvlab.viz.sequence import SequenceView
 from kvlab.viz.style import legend_html
 from kvlab.viz.versions import VersionsView
 from kvlab.viz.walview import detail as wal_detail
-from kvlab.wal import TornTailWarning
 
 _SPLIT = re.compile(r",\s*(?=[^,=\s]+\s*=)")  # commas that start a new "key=" pair
 KEEP = 8  # rebuilt clusters kept for the History slider (going back to one is free)
@@ -102,23 +100,7 @@ def replay(options: dict[str, Any], journal: Iterable[tuple], onto: tuple[Cluste
     The same calls with the same error handling as ``Cluster.replay``; the tests check that
     both give the same trace."""
     c, handles = onto if onto is not None else (Cluster(**options), [])
-    paused = gc.isenabled()  # a replay only builds: the cyclic collector would just rescan
-    gc.disable()  # what it built, again and again (about 1.5x the replay time)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", TornTailWarning)
-            for target, name, args, kwargs in journal:
-                obj: Any = c if target is None else c.node(target[1]) \
-                    if target[0] == "node" else handles[target[1]]
-                try:
-                    result = getattr(obj, name)(*args, **kwargs)
-                except KvlabError:
-                    continue  # it failed the first time too, after the same state changes
-                if name == "commit_async":
-                    handles.append(result)
-    finally:
-        if paused:
-            gc.enable()
+    c._replay_onto(handles, journal)
     return c, handles
 
 
