@@ -141,6 +141,7 @@ class CommitHandle:
         self.call: int | None = None  # the driver's call id, once the commit started
         self.reason = ""
         self.commit_ts: int | None = None
+        self._delegated: tuple[Any, int] | None = None  # one-phase: (participant, start_ts)
 
     def _journal_target(self) -> tuple[str, int]:
         return ("handle", self._number)

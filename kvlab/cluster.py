@@ -51,10 +51,11 @@ from kvlab.node import (
     NodeConfig,
     NodeCore,
     Recover,
+    Resolve,
 )
 from kvlab.trace import Trace
 from kvlab.tso import TimestampOracle
-from kvlab.twopc import COMMITTING, Rules, Timing
+from kvlab.twopc import COMMITTING, DELEGATED, Rules, Timing
 from kvlab.wal import FileDisk, MemoryDisk, TornTailWarning, Wal, sync_together
 
 _FLUSH, _MSG, _TIMER = 0, 1, 2  # at equal times: flushes first, then messages, then timers
@@ -135,6 +136,10 @@ class Cluster:
         (the participant knew a timestamp at least as new as the snapshot when it prepared,
         and the commit timestamp is issued after every vote). Off by default, so the lessons
         show the classic wait.
+    one_phase: a transaction whose writes all live on one node commits without a PREPARE round:
+        that node decides, with one forced record (:mod:`kvlab.onephase`). Needs
+        ``placement="partitioned"`` to matter (with "all" every node takes part); not with
+        Paxos Commit. Off by default, so the lessons show both rounds.
     """
 
     def __init__(self, nodes: Iterable[Any], seed: int = 0,
@@ -144,14 +149,14 @@ class Cluster:
                  call_timeout: int = 2000, checkpoint_every: int = 5000, gc_every: int = 1000,
                  trace: bool = True, history: bool = True, rules: Rules | None = None,
                  commit_protocol: str = "2pc", paxos_f: int = 1,
-                 fast_reads: bool = False) -> None:
+                 fast_reads: bool = False, one_phase: bool = False) -> None:
         ids = check_node_ids(nodes)
         self.options: dict[str, Any] = dict(  # what clone() rebuilds from
             nodes=ids, seed=seed, data_dir=data_dir, placement=placement, latency=latency,
             loss=loss, duplicate=duplicate, fsync_latency=fsync_latency, timing=timing,
             call_timeout=call_timeout, checkpoint_every=checkpoint_every, gc_every=gc_every,
             trace=trace, history=history, rules=rules, commit_protocol=commit_protocol,
-            paxos_f=paxos_f, fast_reads=fast_reads)
+            paxos_f=paxos_f, fast_reads=fast_reads, one_phase=one_phase)
         if type(seed) is not int:
             raise ConfigurationError(f"seed must be an int (it makes runs repeatable), got "
                                      f"{seed!r}")
@@ -170,9 +175,14 @@ class Cluster:
             raise ConfigurationError(f"timing must be a kvlab.Timing(...), got {timing!r}")
         if rules is not None and not isinstance(rules, Rules):
             raise ConfigurationError(f"rules must be a kvlab.Rules(...), got {rules!r}")
-        for name, flag in (("trace", trace), ("history", history), ("fast_reads", fast_reads)):
+        for name, flag in (("trace", trace), ("history", history), ("fast_reads", fast_reads),
+                           ("one_phase", one_phase)):
             if not isinstance(flag, bool):
                 raise ConfigurationError(f"{name} must be True or False, got {flag!r}")
+        if one_phase and commit_protocol == "paxos":
+            raise ConfigurationError("one_phase=True skips the vote that Paxos Commit replicates "
+                                     "to its acceptors: use it with commit_protocol='2pc' or "
+                                     "'cooperative'")
         if data_dir is not None and not isinstance(data_dir, (str, os.PathLike)):
             raise ConfigurationError(f"data_dir must be a path (or None), got {data_dir!r}")
         self.fsync_latency = _whole("fsync_latency", fsync_latency, 0)
@@ -186,7 +196,7 @@ class Cluster:
         self.placement = placement
         self.data_dir = Path(data_dir) if data_dir is not None else None
         self.config = NodeConfig(ids, placement, timing or Timing(), rules or Rules(),
-                                 commit_protocol, paxos_f, fast_reads)
+                                 commit_protocol, paxos_f, fast_reads, one_phase)
         self.commit_protocol = commit_protocol
         self.trace = Trace(enabled=trace)
         self.history: History | None = History() if history else None
@@ -410,10 +420,11 @@ class Cluster:
             del self._timers[k]
         why = f"aborted: {node_id} crashed before the commit decision was durable " \
               f"(presumed abort)"
-        # Paxos Commit: another leader may still commit it; its outcome settles the handle
+        # Paxos Commit: another leader may still commit it; one-phase commit: its participant
+        # decides. Either way the outcome settles the handle later.
         paxos = self.commit_protocol == "paxos"
-        for call in [c for c, (n, _, _) in self._commit_calls.items()
-                     if n == node_id and not paxos]:
+        for call in [c for c, (n, _, h) in self._commit_calls.items()
+                     if n == node_id and not paxos and h._delegated is None]:
             _, tx, handle = self._commit_calls.pop(call)
             handle._settle(False, why, None)
             if self.history is not None:
@@ -456,6 +467,10 @@ class Cluster:
                 handle._settle(False, why, None)
                 if self.history is not None:
                     self._history_outcome(tx, False, why, None)
+        for call, (n, tx, handle) in list(self._commit_calls.items()):
+            if n == node_id and handle._delegated is not None:  # one-phase: ask how it ended
+                self._apply(node_id, self._cores[node_id].handle(Resolve(call, tx,
+                                                                         *handle._delegated)))
         self._arm_watches()
         self.gc()  # replay brought back versions that no snapshot needs any more
         return True
@@ -596,6 +611,9 @@ class Cluster:
         self.record_call(node, "commit", tx=tx)
         self._commit_calls[call] = (node, tx, handle)
         self._apply(node, core.handle(Commit(call, tx)))
+        rec = core.coordinator.txs.get(tx)
+        if rec is not None and rec.state == DELEGATED:  # the client knows where it sent it
+            handle._delegated = (rec.participants[0], rec.start_ts)
 
     def start_read(self, node: Any, tx: str, key: str, handle: ReadHandle) -> None:
         from kvlab.node import Get

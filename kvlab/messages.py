@@ -27,8 +27,13 @@ P1B = "P1B"  # acceptor -> leader: promised, and the values it accepted so far
 P2A = "P2A"  # a participant (ballot 0) or a leader -> acceptors: accept this value
 P2B = "P2B"  # acceptor -> the ballot's leader: accepted
 
+# one-phase commit (kvlab.onephase): the only participant decides
+ONE_PHASE = "ONE_PHASE"  # coordinator -> its single participant: the writes; commit them
+RESOLVE = "RESOLVE"  # a restarted coordinator -> that participant: how did it end?
+
 KINDS = (TS_REQUEST, TS_REPLY, READ, READ_REPLY, PREPARE, VOTE_YES, VOTE_NO, COMMIT, ABORT, ACK,
-         STATUS, SCAN, SCAN_REPLY, DECISION_REQ, DECISION_REPLY, P1A, P1B, P2A, P2B)
+         STATUS, SCAN, SCAN_REPLY, DECISION_REQ, DECISION_REPLY, P1A, P1B, P2A, P2B,
+         ONE_PHASE, RESOLVE)
 
 TSO = "tso"  # network address of the timestamp oracle
 

@@ -27,6 +27,7 @@ from kvlab.messages import (
     COMMIT,
     DECISION_REPLY,
     DECISION_REQ,
+    ONE_PHASE,
     P1A,
     P1B,
     P2A,
@@ -34,6 +35,7 @@ from kvlab.messages import (
     PREPARE,
     READ,
     READ_REPLY,
+    RESOLVE,
     SCAN,
     SCAN_REPLY,
     STATUS,
@@ -46,6 +48,7 @@ from kvlab.messages import (
     freeze,
 )
 from kvlab.mvcc import Span, Store, in_span, span_text
+from kvlab.onephase import OnePhaseCoordinator, OnePhaseParticipant
 from kvlab.paxos import PaxosCoordinator, PaxosParticipant
 from kvlab.twopc import (
     ABORTED,
@@ -53,6 +56,7 @@ from kvlab.twopc import (
     AWAIT_TS,
     COMMITTED,
     COMMITTING,
+    DELEGATED,
     PREPARING,
     Coordinator,
     CoordTx,
@@ -150,6 +154,17 @@ class Gc:
     watermark: int
 
 
+@dataclass(frozen=True, slots=True)
+class Resolve:
+    """The client asks a restarted coordinator how its one-phase commit ended (it knows the
+    transaction and where its writes went; the node forgot both in the crash)."""
+
+    call: int
+    tx: str
+    participant: Any
+    start_ts: int
+
+
 @dataclass(slots=True)
 class ReadResult:
     """What a read returns to the client: the value and which version it came from."""
@@ -235,6 +250,7 @@ class NodeConfig:
     commit_protocol: str = "2pc"  # or "cooperative", "paxos" (see kvlab.twopc, kvlab.paxos)
     paxos_f: int = 1  # Paxos Commit: acceptor crashes tolerated (2F+1 acceptors per transaction)
     fast_reads: bool = False  # reads skip prepared locks that must commit above them (Store.seen)
+    one_phase: bool = False  # a single participant commits without a PREPARE round (onephase)
 
 
 class NodeCore:
@@ -252,9 +268,11 @@ class NodeCore:
                                                 config.rules, self.nodes, config.paxos_f,
                                                 self.coordinator)
         else:
-            self.coordinator = Coordinator(node_id, config.timing, config.rules)
-            self.participant = Participant(node_id, self.store, config.timing, config.rules,
-                                           cooperative=config.commit_protocol == "cooperative")
+            coord, part = (OnePhaseCoordinator, OnePhaseParticipant) if config.one_phase \
+                else (Coordinator, Participant)
+            self.coordinator = coord(node_id, config.timing, config.rules)
+            self.participant = part(node_id, self.store, config.timing, config.rules,
+                                    cooperative=config.commit_protocol == "cooperative")
         self.waiting: list[_Waiting] = []
         self._begins: dict[int, list] = {}  # call -> [isolation, attempt], awaiting a timestamp
         self._reads: dict[int, _PendingRead] = {}  # call -> read awaiting ts or a remote reply
@@ -285,6 +303,8 @@ class NodeCore:
             return self._abandon(inp)
         if isinstance(inp, Recover):
             return self._recover(inp)
+        if isinstance(inp, Resolve):  # one-phase commit: the client asks a restarted node
+            return self.coordinator.resolve(inp.call, inp.tx, inp.participant, inp.start_ts)
         if isinstance(inp, Gc):
             self.gc(inp.watermark)
             return Outputs()
@@ -322,6 +342,12 @@ class NodeCore:
             return self._after_locks_change(self.participant.on_prepare(msg))
         if k == COMMIT:
             return self._after_locks_change(self.participant.on_commit(msg))
+        if k == ONE_PHASE:  # kvlab.onephase: this node is the only participant, and decides
+            if self.config.fast_reads and self.store.seen != self.max_ts:
+                self.store.seen, self.store._fp = self.max_ts, None  # see Store.seen
+            return self._after_locks_change(self.participant.on_one_phase(msg))
+        if k == RESOLVE:
+            return self.participant.on_resolve(msg)
         if k == ABORT:
             return self._after_locks_change(self.participant.on_abort(msg))
         if k in (VOTE_YES, VOTE_NO):
@@ -369,7 +395,7 @@ class NodeCore:
     def active(self, tx_id: str) -> CoordTx:
         tx = self.tx(tx_id)
         if tx.state != ACTIVE:
-            if tx.state in (PREPARING, AWAIT_TS):
+            if tx.state in (PREPARING, AWAIT_TS, DELEGATED):
                 raise TransactionClosed(
                     f"transaction {tx_id} is committing (two-phase commit is running): wait "
                     f"for it with handle.wait() on the handle commit_async() returned, or "
@@ -395,6 +421,8 @@ class NodeCore:
         purpose, call = msg.body["purpose"], msg.body.get("call")
         if purpose == "commit":
             return self._after_locks_change(self.coordinator.on_commit_ts(msg.tx, ts))
+        if purpose == "one-phase":  # kvlab.onephase: the participant's commit timestamp
+            return self._after_locks_change(self.participant.on_commit_ts(msg.tx, ts))
         if purpose == "prepare":  # Paxos Commit: a participant's prepare timestamp
             return self.participant.on_prepare_ts(msg.tx, ts)
         if purpose == "begin" and call in self._begins:
@@ -617,6 +645,8 @@ class NodeCore:
             return self.coordinator.on_timer(key)
         if kind in ("decision", "status"):
             return self.participant.on_timer(key)
+        if kind == "commit-ts":  # kvlab.onephase: the oracle is late; the participant aborts
+            return self._after_locks_change(self.participant.on_timer(key))
         out = Outputs()
         call = key[1]
         if kind == "ts-retry" and call in self._begins:
@@ -788,6 +818,8 @@ class NodeCore:
                 prepared[d["tx"]] = d
             elif t == "COMMIT":
                 rec = prepared.pop(d["tx"], None)
+                if rec is None and "writes" in d:  # one-phase: the record is the whole commit
+                    rec = d
                 if rec is not None:
                     apply(d["tx"], d["commit_ts"],
                           {k: (v[0], bool(v[1])) for k, v in rec["writes"].items()})
@@ -875,6 +907,8 @@ OPTIONAL_FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
                 "participants": list,  # cooperative termination: whom to ask
                 "prepare_ts": int},  # Paxos Commit: the vote's timestamp (kvlab.paxos)
     "ABORT": {"start_ts": int, "coordinator": _ID},  # cooperative: a unilateral abort
+    # one-phase commit (kvlab.onephase): the participant's only record carries the writes
+    "COMMIT": {"writes": dict, "start_ts": int, "coordinator": _ID},
 }
 CHECKPOINT_FIELDS: dict[str, type | tuple[type, ...]] = {
     "store": dict, "watermark": int, "prepared": dict, "decided": dict, "max_ts": int}
@@ -929,6 +963,11 @@ def check_record(r: Any) -> None:
         if r.type == "PREPARE":
             _writes(r.data["writes"], what)
             _ranges(r.data, what)
+        elif r.type == "COMMIT" and "writes" in r.data:
+            if not ("start_ts" in r.data and "coordinator" in r.data):
+                raise CorruptLog(f"{what}: a one-phase commit without its start timestamp "
+                                 f"and coordinator")
+            _writes(r.data["writes"], what)
         elif r.type in ("ACCEPT", "PROMISE"):
             _ballot_values(r.data, what)
     except CorruptLog as e:
@@ -968,5 +1007,5 @@ def check_checkpoint(ck: Any) -> None:
 __all__ = ["NodeCore", "NodeConfig", "ReadResult", "ScanRow", "ScanResult", "owner_of",
            "ISOLATION_LEVELS", "PLACEMENTS", "COMMIT_PROTOCOLS", "Begin", "Get", "Scan", "Write",
            "Commit", "Rollback",
-           "Deliver", "Fire", "PeerUp", "Abandon", "Recover", "Gc", "RECORD_FIELDS",
+           "Deliver", "Fire", "PeerUp", "Abandon", "Recover", "Gc", "Resolve", "RECORD_FIELDS",
            "OPTIONAL_FIELDS", "check_record", "check_checkpoint", "check_span"]

@@ -82,9 +82,10 @@ ABORTED = "ABORTED"
 INIT = "INIT"  # participant side: nothing known about the transaction yet
 PREPARED = "PREPARED"  # voted yes, holds locks, waits for the decision
 IN_DOUBT = "IN_DOUBT"  # prepared and the decision is late (or we just recovered): asking
+DELEGATED = "DELEGATED"  # one-phase commit (kvlab.onephase): the only participant decides
 
 COORDINATOR_STATES = (ACTIVE, PREPARING, AWAIT_TS, COMMITTING, COMMITTED, ABORTED)
-UNDECIDED = (ACTIVE, PREPARING, AWAIT_TS)  # the start timestamp still matters (see mvcc GC)
+UNDECIDED = (ACTIVE, PREPARING, AWAIT_TS, DELEGATED)  # the start timestamp matters (mvcc GC)
 PARTICIPANT_STATES = (INIT, PREPARED, IN_DOUBT, COMMITTED, ABORTED)
 
 # state -> {event: next state}
@@ -197,6 +198,8 @@ class CoordTx:
     fixed: int | None = field(default=None, repr=False, compare=False)  # hash of what commit
     # fixed for good (id, snapshot, writes, reads, scans, participants), once the client is done
     scans: dict[Span, None] = field(default_factory=dict)  # ranges scanned (serializable)
+    request: dict[str, Any] | None = field(default=None, repr=False, compare=False)  # what
+    # a one-phase commit resends (kvlab.onephase); fixed by the fields above
 
     def clone(self) -> CoordTx:
         if self.state in (COMMITTED, ABORTED):
@@ -204,7 +207,7 @@ class CoordTx:
         return CoordTx(self.id, self.start_ts, self.isolation, self.state, dict(self.writes),
                        dict(self.reads), self.participants, dict(self.votes),
                        dict(self.acked), self.commit_ts, self.reason, self.call, self.attempt,
-                       None, self.fixed, dict(self.scans))
+                       None, self.fixed, dict(self.scans), self.request)
 
     def fingerprint(self) -> int:
         if self.fp is not None:
@@ -502,6 +505,8 @@ class PartTx:
 class Participant:
     """Validates, locks, and applies one node's share of each transaction."""
 
+    TRANSITIONS = PARTICIPANT_TRANSITIONS  # the table _move follows (one-phase commit adds to it)
+
     def __init__(self, node_id: str, store: Store, timing: Timing, rules: Rules = Rules(),
                  cooperative: bool = False) -> None:
         self.node_id = node_id
@@ -534,14 +539,15 @@ class Participant:
 
     def _move(self, out: Outputs, tx: PartTx, event: str) -> None:
         old = tx.state
-        new = advance(PARTICIPANT_TRANSITIONS, old, event)
+        new = advance(self.TRANSITIONS, old, event)
         out.note(role="participant", tx=tx.id, event=event, old=old, new=new)
         tx.state = new
         if new in (PREPARED, IN_DOUBT):
             self.holding[tx.id] = tx
         else:
             self.holding.pop(tx.id, None)
-            if new != old:  # just finished: forget it once it is below the horizon
+            if new != old and new in (COMMITTED, ABORTED):  # just finished: forget it once
+                # it is below the horizon
                 self._finished(tx)
 
     def _finished(self, tx: PartTx) -> None:
