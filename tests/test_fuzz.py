@@ -79,13 +79,16 @@ RUN_LIMIT = 200_000  # events
 CI_SCHEDULES = 300
 CI_CHUNK = 20
 
-# KVLAB_FUZZ_PROTOCOL=cooperative|paxos (and KVLAB_FUZZ_FAST_READS=1) fuzz the other commit
-# protocols and fast reads with the same schedules; the default is the lessons' 2PC.
+# KVLAB_FUZZ_PROTOCOL=cooperative|paxos (and KVLAB_FUZZ_FAST_READS=1, KVLAB_FUZZ_ONE_PHASE=1)
+# fuzz the other commit protocols, fast reads and one-phase commit with the same schedules; the
+# default is the lessons' 2PC.
 PROTOCOL: dict[str, Any] = {}
 if os.environ.get("KVLAB_FUZZ_PROTOCOL"):
     PROTOCOL["commit_protocol"] = os.environ["KVLAB_FUZZ_PROTOCOL"]
 if os.environ.get("KVLAB_FUZZ_FAST_READS") == "1":
     PROTOCOL["fast_reads"] = True
+if os.environ.get("KVLAB_FUZZ_ONE_PHASE") == "1":
+    PROTOCOL["one_phase"] = True
 
 
 class FuzzFailure(AssertionError):

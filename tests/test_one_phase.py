@@ -235,3 +235,15 @@ def test_explorer_catches_an_unforced_no(monkeypatch):
     # a copy of the refused request, still in flight while n2 crashes and restarts ("early")
     r = search(two_on_one, crashes=1, duplicates=1, timeouts=1)
     assert r.violation is not None and "aborted" in r.violation, str(r)
+
+
+def test_the_fast_path_table_shows_what_one_phase_commit_saves():
+    from kvlab.bench_fastpath import fastpath_table, report
+
+    rows = {r["setting"]: r for r in fastpath_table(n=48, concurrency=8, colocated=True)}
+    base, one = rows["2PC (the lessons' default)"], rows["+ one-phase commit"]
+    assert base["committed"] == one["committed"] > 0
+    assert base["forced"] == pytest.approx(3.0) and one["forced"] == pytest.approx(1.0)
+    assert one["messages"] == pytest.approx(base["messages"] - 2)  # no VOTE, no COMMIT
+    assert one["latency"] < base["latency"]
+    assert len(report(list(rows.values()))) == len(rows) + 1
