@@ -18,7 +18,9 @@ the answer follows; never heard of it: it starts on it, which is right because n
 told anything yet). A participant's abort is a decision too, so it is **forced** (ABORT with the
 start timestamp and coordinator, as cooperative termination's unilateral abort), and a later
 duplicate ONE_PHASE finds it and is refused: otherwise a crash after a "no" could let a
-delayed copy commit a transaction its client was told had aborted.
+delayed copy commit a transaction its client was told had aborted. The same holds for a request
+older than the low watermark (two-phase commit's "stale PREPARE", see kvlab.twopc): refused on
+the log, because a watermark known only in memory can be lower after a restart.
 
 A coordinator crash while it waits leaves the outcome to the participant, so its client's handle
 is not settled at the crash (2PC's presumed abort would be a guess here). After the restart the
@@ -64,7 +66,8 @@ ONE_PHASE_COORDINATOR: dict[str, dict[str, str]] = {
                 "participant aborted": ABORTED},
 }
 ONE_PHASE_PARTICIPANT: dict[str, dict[str, str]] = {
-    INIT: {"one-phase ok": LOCKED, "one-phase conflict": ABORTED},
+    INIT: {"one-phase ok": LOCKED, "one-phase conflict": ABORTED,
+           "stale request refused": ABORTED},
     LOCKED: {"commit ts": COMMITTED, "ts timeout": ABORTED, "one-phase again": LOCKED},
 }
 ONE_PHASE_ENTRIES = {"ask after restart": DELEGATED}  # the client asks a restarted coordinator
@@ -201,15 +204,16 @@ class OnePhaseParticipant(Participant):
         tx = self.txs.get(msg.tx)
         if tx is not None:
             return self._answer(out, tx, msg.src, again=True)
-        if b["start_ts"] < self.horizon:  # a delayed duplicate of a decided one (twopc doc)
-            out.note(role="participant", tx=msg.tx, event="stale prepare refused")
-            return self._no(out, msg.tx, b["coordinator"],
-                            f"{msg.tx} started below the low watermark {self.horizon} and is "
-                            f"decided already")
         writes = {k: (v[0], bool(v[1])) for k, v in b["writes"].items()}
         tx = PartTx(msg.tx, b["coordinator"], b["start_ts"], writes, list(b["reads"]),
                     participants=tuple(b["participants"]), ranges=_spans(b.get("ranges", ())))
         self.txs[tx.id] = tx
+        if tx.start_ts < self.horizon:
+            # Older than the low watermark and unknown: decided long ago, or its coordinator
+            # crashed and the watermark moved on. Refused, and (unlike 2PC's refusal) for
+            # good, on the log: this "no" is what its client hears.
+            return self._abort_1pc(out, tx, "stale request refused",
+                                   f"{tx.id} started below the low watermark {self.horizon}")
         conflicts = self.store.conflicts(
             tx.id, tx.start_ts, list(writes), tx.reads,
             check_committed=b["isolation"] != "read_committed", ranges=tx.ranges)
