@@ -552,7 +552,8 @@ class Cluster:
     @public(journal=False, after_close=True)
     def states(self) -> dict[tuple[Any, str, str], str]:
         """Current 2PC state of every transaction a live node remembers:
-        (node, role, tx) -> state."""
+        (node, role, tx) -> state. Under Paxos Commit also its "acceptor" state (of the
+        transaction's instances) and "leader" state (kvlab.paxos's tables)."""
         out: dict[tuple[Any, str, str], str] = {}
         for n in self.ids:
             core = self._cores[n]
@@ -562,6 +563,12 @@ class Cluster:
                 out[(n, "coordinator", tx.id)] = tx.state
             for ptx in core.participant.txs.values():
                 out[(n, "participant", ptx.id)] = ptx.state
+            acceptor = getattr(core.coordinator, "acceptor", None)
+            if acceptor is not None:  # Paxos Commit
+                for atx in acceptor.txs.values():
+                    out[(n, "acceptor", atx.id)] = atx.state
+                for lt in core.coordinator.leaders.values():
+                    out[(n, "leader", lt.id)] = lt.state
         return out
 
     def __repr__(self) -> str:
@@ -614,13 +621,19 @@ class Cluster:
         """Run until ``ready()``; SimulationTimeout (after abandoning ``call`` if asked) when
         the call's budget runs out or nothing else can happen."""
         deadline = self.now + self.call_timeout
+        # Paxos Commit (F >= 1): another leader finishes a commit whose coordinator is down,
+        # and its outcome settles the handle, so waiting for it goes on without that node
+        outlives = (call in self._commit_calls and self.commit_protocol == "paxos"
+                    and self.options["paxos_f"] >= 1)
         while not ready():
-            if self._cores[node] is None:
+            if self._cores[node] is None and not outlives:
                 raise NodeUnavailable(f"{node} crashed while {what} was running; restart it "
                                       f"and check node.outcome() for the transaction")
             timed_out = self.now > deadline
             if timed_out or not self._step():
-                why = self._why_waiting(node, call)
+                why = (self._why_waiting(node, call) if self._cores[node] is not None else
+                       f"its coordinator {node} is crashed and no other leader could decide "
+                       f"it (too few acceptors up?)")
                 how = (f"did not finish within {self.call_timeout} simulated ticks" if timed_out
                        else "cannot finish: nothing else can happen in the cluster")
                 if call is not None and abandon:

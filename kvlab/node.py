@@ -27,6 +27,8 @@ from kvlab.messages import (
     COMMIT,
     DECISION_REPLY,
     DECISION_REQ,
+    LEARNED,
+    NACK,
     P1A,
     P1B,
     P2A,
@@ -343,6 +345,10 @@ class NodeCore:
             return self.coordinator.on_p1b(msg)
         if k == P2B:
             return self.coordinator.on_p2b(msg)
+        if k == NACK:
+            return self.coordinator.on_nack(msg)
+        if k == LEARNED:
+            return self.coordinator.acceptor.on_learned(msg)
         if k == READ:
             return self._serve_read(msg.body["key"], msg.body["ts"], msg.tx, requester=msg.src,
                                     req=msg.body["req"])
@@ -810,7 +816,7 @@ class NodeCore:
                 begun.pop(d["tx"], None)
             elif t == "BEGIN":
                 begun[d["tx"]] = d
-            elif t in ("ACCEPT", "PROMISE"):  # Paxos Commit's acceptor (kvlab.paxos)
+            elif t in ("ACCEPT", "PROMISE", "LEARNED"):  # Paxos Commit's acceptor (kvlab.paxos)
                 accepted.append(d)
         for rec in prepared.values():
             self.max_ts = max(self.max_ts, rec["start_ts"])
@@ -868,6 +874,7 @@ RECORD_FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
     # Paxos Commit's acceptor (kvlab.paxos): values accepted in a ballot, a promise made
     "ACCEPT": {"tx": str, "start_ts": int, "ballot": list, "values": list},
     "PROMISE": {"tx": str, "start_ts": int, "ballot": list},
+    "LEARNED": {"tx": str},  # Paxos: every participant has the outcome, the instances go
     "BEGIN": {"tx": str, "start_ts": int, "participants": list},  # Paxos: who takes part
 }
 OPTIONAL_FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
