@@ -376,7 +376,7 @@ class LeadTx:
 
     def fingerprint(self) -> int:
         return mixed_hash((self.id, self.start_ts, self.state, self.ballot, self.attempt,
-                           self.seen, self.defers,
+                           self.seen, self.defers, repr(self.proposal),
                            tuple(sorted((str(a), repr(v)) for a, v in self.promises.items())),
                            tuple(sorted((repr(k), tuple(sorted(map(str, v))))
                                         for k, v in self.accepts.items())),
