@@ -37,6 +37,37 @@ are 64-bit: with a million states the chance of any collision is below one in te
 
 Snapshots are cheap: nodes are copied on write (a choice changes one node, a restart all of
 them), and each node's part of the fingerprint is computed once per copy.
+
+**The reduction** (``reduce=True``, the default) makes fewer choices, never fewer states. A
+delivery or a flush changes one node (or the oracle) and only adds messages for the others; a
+crash changes one node. Two such *local* choices at different nodes commute (either order
+reaches the same state) and neither disables the other, except in three cases, which count as
+dependent: one takes a message the other's node sent again (a send merges with an identical
+message in flight, so it depends on that message being there); both are crashes (they share
+the budget); or one is a crash and the other may end the run (one message or flush left: the
+search expands no state where the run ended). Every other choice is dependent on every choice:
+firing a timer (whether it spends the ``timeouts`` budget depends on the whole network), a
+restart (it reads every node), a drop or a duplicate (budgets), and any choice that tells a
+client something or arms a peer-up timer (which reads whether peers are up); the search sees
+those two as they happen. *Sleep sets* (Godefroid, "Partial-Order Methods for the Verification
+of Concurrent Systems", 1996, ch. 5) use the relation: once choice ``a`` was made at a state,
+the states of its later siblings ``b`` independent of it need not make ``a`` (``b`` then ``a``
+is ``a`` then ``b``, made already), and ``a`` stays asleep down the schedule while the choices
+made stay independent of it. With states cached, each state keeps its sleep set; arriving
+again with a smaller one shrinks it, and if the state was already expanded, makes the choices
+that woke up. So every state the full search visits is visited, each at the same
+breadth-first depth (the commuted schedules have the same length): every invariant, checked on
+every state or at the end of every schedule, gives the same verdict; ``Result.states`` counts
+the same states; the violation breadth-first search finds has a shortest schedule still (maybe
+another of that length); only ``Result.transitions``, the choices made, drops
+(``Result.slept``: the ones skipped). ``tests/test_explore_reduce.py`` compares both searches'
+graphs state by state, and catches a relation with any of its rules taken out. **Why not fewer
+states**: persistent sets would skip states too, but need a set of choices nothing else can
+interfere with before one of them is made. Here any node may later send the chosen node a
+message that arrives first (every delivery order is tried), and a crash budget makes each
+crash dependent on the others and on everything at its node, so the only such set is every
+choice. Skipping states soundly needs the races found as the search runs (dynamic partial-order
+reduction), which this module does not do.
 """
 
 from __future__ import annotations
@@ -130,8 +161,8 @@ class Result:
     elapsed: float
     violation: str | None = None
     schedule: Schedule = field(default_factory=Schedule)
-    transitions: int = 0
-    terminal: int = 0
+    transitions: int = 0  # choices made (a state found again counts, a slept choice not)
+    terminal: int = 0  # states where the run ended (judged by the end invariants)
     setup: Callable[[], Cluster] | None = field(default=None, repr=False)
     finish: bool = False  # the violation shows once crashed nodes restart and the run ends
     slept: int = 0  # choices the reduction did not make (their states are reached otherwise)
@@ -716,7 +747,9 @@ def search(setup: Callable[[], Cluster], crashes: int = 1, drops: int = 0,
     schedule) or ``"dfs"``. Stops at a violation, when everything reachable was visited
     ("exhausted"), or at ``max_states`` / ``time_limit`` seconds / ``max_depth`` / Ctrl-C
     ("limit", with what was found so far). ``progress``: a tqdm bar (default: on for searches
-    that run longer than a few seconds).
+    that run longer than a few seconds). ``reduce``: skip choices whose states another order
+    reaches (sleep sets, see the module docstring): the same states and verdicts, fewer
+    choices made; ``reduce=False`` makes every choice at every state.
     """
     for name, v in (("crashes", crashes), ("drops", drops), ("duplicates", duplicates),
                     ("timeouts", timeouts)):
