@@ -333,13 +333,21 @@ class _NodeSnap:
         c._incarnation[n] = self.incarnation
 
 
+_TIMER_HASH: dict[tuple, int] = {}  # a timer's mixed hash: few distinct timers, many states
+
+
+def _timer_hash(key: tuple) -> int:
+    h = _TIMER_HASH[key] = mixed_hash(key) or 1  # (never 0, so .get() or ... caches it)
+    return h
+
+
 def _fingerprint(c: Cluster, nodes: dict[Any, _NodeSnap], budgets: tuple[int, ...],
                  history: list[Any]) -> int:
     """The state's fingerprint, from the live cluster and its node parts (see module doc)."""
     net = c.network
     return hash((tuple([ns.fp for ns in nodes.values()]),
                  sum([e.key_hash() for e in net.in_flight.values()]) & _MASK,
-                 sum(map(mixed_hash, c._timers)) & _MASK,
+                 sum([_TIMER_HASH.get(k) or _timer_hash(k) for k in c._timers]) & _MASK,
                  tuple(sorted(net.groups.items(), key=str)) if net.groups else (),
                  c.tso.last, tuple([(t.id, t.status) for t in history if t.status != "active"]),
                  tuple(c._commit_calls), tuple(c._read_calls),
