@@ -46,7 +46,6 @@ from kvlab.node import (
     COMMIT_PROTOCOLS,
     PLACEMENTS,
     Abandon,
-    Deliver,
     Fire,
     NodeConfig,
     NodeCore,
@@ -755,8 +754,9 @@ class Cluster:
 
     def _step(self) -> bool:
         q = self._queue
+        pop = heapq.heappop
         while q:
-            time, kind, seq, node, inc, payload = heapq.heappop(q)
+            time, kind, seq, node, inc, payload = pop(q)
             if kind == _MSG:
                 env = self.network.in_flight.pop(payload, None)
                 if env is None:
@@ -764,7 +764,12 @@ class Cluster:
                 if time > self.now:
                     self.now = time
                 self._arrive(env)
-            elif inc != self._incarnation[node]:
+                n = self._since_gc = self._since_gc + 1  # _after_event, inline
+                if n >= self.gc_every:
+                    self._since_gc = 0
+                    self.gc()
+                return True
+            if inc != self._incarnation[node]:
                 continue  # scheduled before a crash
             elif kind == _TIMER:
                 if self._timers.get((node, payload)) != seq:
@@ -830,9 +835,10 @@ class Cluster:
         elif net.loss and net.lost():  # (no random draw without loss)
             self._trace_msg("drop", env, reason="lost")
         else:
-            if self.trace.enabled:
-                self._trace_msg("deliver", env)
-            self._apply(dst, core.handle(Deliver(msg)))
+            tr = self.trace
+            if tr.enabled:
+                tr.deliver(self.now, dst, env.id, msg.src, dst, msg.kind, msg.tx)
+            self._apply(dst, core.deliver(msg))
 
     def _trace_msg(self, what: str, env: Envelope, reason: str = "") -> None:
         tr = self.trace
@@ -862,10 +868,23 @@ class Cluster:
 
     def _send(self, msg: Any) -> None:
         net = self.network
-        if net.plain:  # the common case: one envelope, no copies, nothing merged
-            env = net.carry(msg, self.now)
-            self._trace_msg("send", env)
-            self._schedule(env.due, _MSG, msg.dst, env.id)
+        if not net.merge_identical and not net.duplicate_rate:  # plain: one envelope
+            now = self.now
+            env = net.carry(msg, now)
+            tr = self.trace
+            if tr.enabled:
+                body = msg.body
+                if body:  # only plain bodies are kept, e.g. a VOTE_NO's reason
+                    for v in body.values():
+                        if not isinstance(v, _PLAIN):
+                            body = None
+                            break
+                else:
+                    body = None
+                tr.send(now, msg.src, env.id, msg.src, msg.dst, msg.kind, msg.tx, env.due, body)
+            seq = self._seq = self._seq + 1  # _schedule, inline
+            if not self._exploring:
+                heapq.heappush(self._queue, (env.due, _MSG, seq, msg.dst, 0, env.id))
             return
         sent = net.send(msg, self.now)
         if not sent:  # merged with an identical message in flight (kvlab.explore's network)
@@ -878,19 +897,25 @@ class Cluster:
             self._schedule(copy.due, _MSG, msg.dst, copy.id)
 
     def _apply(self, node: Any, out: Outputs) -> None:
-        """Carry out one node's outputs: log first, then (maybe later) speak."""
-        if out.records:
-            wal = self._wals[node]
-            appended = wal.append_records(out.records)
-            tr = self.trace
+        """Carry out one node's outputs: log first, then (maybe later) speak.
+
+        Reads the Outputs' slots (None: nothing of that kind) so no empty list is made."""
+        records = out._records
+        tr = self.trace
+        if records:
+            appended = self._wals[node].append_records(records)
             if tr.enabled:
-                for r, rec in zip(appended, out.records, strict=True):
-                    tr.wal(self.now, node, r.lsn, r.type, rec.data.get("tx"), rec.force)
-        for key in out.cancel:
-            self._timers.pop((node, key), None)
-        if self.trace.enabled:
-            for note in out.notes:
-                self.trace.record(self.now, "state", node, note)
+                now = self.now
+                for r, rec in zip(appended, records, strict=True):
+                    tr.wal(now, node, r.lsn, r.type, rec.data.get("tx"), rec.force)
+        if out._cancel:
+            timers = self._timers
+            for key in out._cancel:
+                timers.pop((node, key), None)
+        if out._notes and tr.enabled:
+            now = self.now
+            for note in out._notes:
+                tr.record(now, "state", node, note)
         if self._outbox[node].admit(out):
             self._release(node, out)
         elif not self._flush_due[node]:
@@ -898,27 +923,34 @@ class Cluster:
             self._schedule(self.now + self.fsync_latency, _FLUSH, node, None)
 
     def _release(self, node: Any, out: Outputs) -> None:
-        for msg in out.messages:
-            self._send(msg)
-        for key, delay in out.timers:
-            self._timers[(node, key)] = self._schedule(self.now + delay, _TIMER, node, key)
-        for reply in out.replies:
-            if reply.call in self._commit_calls:
-                self._settle(reply.call, reply)
-            elif reply.call in self._read_calls:
-                handle = self._read_calls.pop(reply.call)
-                if reply.error is None:
-                    self._handles[handle.node]._record_read(handle.tx, handle.key, reply.value)
-                    handle._settle(reply.value.value, None)
+        if out._messages:
+            send = self._send
+            for msg in out._messages:
+                send(msg)
+        if out._timers:
+            timers, now = self._timers, self.now
+            for key, delay in out._timers:
+                timers[(node, key)] = self._schedule(now + delay, _TIMER, node, key)
+        if out._replies:
+            for reply in out._replies:
+                if reply.call in self._commit_calls:
+                    self._settle(reply.call, reply)
+                elif reply.call in self._read_calls:
+                    handle = self._read_calls.pop(reply.call)
+                    if reply.error is None:
+                        self._handles[handle.node]._record_read(handle.tx, handle.key,
+                                                                reply.value)
+                        handle._settle(reply.value.value, None)
+                    else:
+                        handle._settle(None, reply.error)
                 else:
-                    handle._settle(None, reply.error)
-            else:
-                self._replies[reply.call] = reply
-        for tx, committed, ts, reason in out.outcomes:  # decided by a Paxos Commit leader
-            self._settle_outcome(tx, committed, ts, reason)
-        if out.watch:  # a peer that is reachable now is retried at the capped backoff
+                    self._replies[reply.call] = reply
+        if out._outcomes:
+            for tx, committed, ts, reason in out._outcomes:  # decided by a Paxos Commit leader
+                self._settle_outcome(tx, committed, ts, reason)
+        if out._watch:  # a peer that is reachable now is retried at the capped backoff
             t = self.config.timing
-            self._watches[node].update(out.watch)
+            self._watches[node].update(out._watch)
             self._arm_watches(node, delay=t.retry_interval << t.max_retries)
 
     def _arm_watches(self, only: Any = None, delay: int = 1) -> None:

@@ -290,6 +290,10 @@ class NodeCore:
             return Outputs()
         raise ProtocolError(f"unknown input {inp!r}")
 
+    def deliver(self, msg: Message) -> Outputs:
+        """``handle(Deliver(msg))`` without making the input (a driver's hot path)."""
+        return self._deliver(msg)
+
     def gc(self, watermark: int) -> int:
         """Below the cluster's low watermark: collect old versions and forget finished
         participant records (see kvlab.twopc); return how many versions went."""
