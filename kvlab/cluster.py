@@ -647,8 +647,11 @@ class Cluster:
 
     # -- the engine room ---------------------------------------------------------------------
     def _live(self, node_id: Any) -> NodeCore:
-        self.node(node_id)
-        core = self._cores[node_id]
+        try:
+            core = self._cores[node_id]  # (the same ids as node(), without its wrapper)
+        except (KeyError, TypeError):
+            self.node(node_id)  # UnknownNode
+            raise
         if core is None:
             raise NodeUnavailable(f"node {node_id} is crashed: call cluster.restart({node_id!r})"
                                   f" first")
@@ -905,17 +908,13 @@ class Cluster:
         if records:
             appended = self._wals[node].append_records(records)
             if tr.enabled:
-                now = self.now
-                for r, rec in zip(appended, records, strict=True):
-                    tr.wal(now, node, r.lsn, r.type, rec.data.get("tx"), rec.force)
+                tr.wals(self.now, node, appended[0].lsn, records)
         if out._cancel:
             timers = self._timers
             for key in out._cancel:
                 timers.pop((node, key), None)
         if out._notes and tr.enabled:
-            now = self.now
-            for note in out._notes:
-                tr.record(now, "state", node, note)
+            tr.states(self.now, node, out._notes)
         if self._outbox[node].admit(out):
             self._release(node, out)
         elif not self._flush_due[node]:
@@ -928,9 +927,13 @@ class Cluster:
             for msg in out._messages:
                 send(msg)
         if out._timers:
-            timers, now = self._timers, self.now
-            for key, delay in out._timers:
-                timers[(node, key)] = self._schedule(now + delay, _TIMER, node, key)
+            timers, now, q = self._timers, self.now, self._queue
+            inc = self._incarnation.get(node, 0)
+            for key, delay in out._timers:  # _schedule, inline
+                seq = self._seq = self._seq + 1
+                if not self._exploring:
+                    heapq.heappush(q, (now + delay, _TIMER, seq, node, inc, key))
+                timers[(node, key)] = seq
         if out._replies:
             for reply in out._replies:
                 if reply.call in self._commit_calls:

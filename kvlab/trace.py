@@ -131,6 +131,21 @@ class Trace(list):
             force: bool) -> None:
         self.append((len(self), time, "wal", node, _WAL, lsn, type_, tx, force))
 
+    def states(self, time: int, node: Any, notes: list[dict[str, Any]]) -> None:
+        """A node's state changes (its Outputs' notes), in order; the trace takes the dicts."""
+        append = self.append
+        for note in notes:
+            append((len(self), time, "state", node, _PLAIN, note))
+
+    def wals(self, time: int, node: Any, lsn: int, records: list[Any]) -> None:
+        """Records appended to a node's log from ``lsn`` on (objects with ``type``, ``data``
+        and ``force``, as kvlab.effects.Record)."""
+        append = self.append
+        for rec in records:
+            append((len(self), time, "wal", node, _WAL, lsn, rec.type, rec.data.get("tx"),
+                    rec.force))
+            lsn += 1
+
     def timer(self, time: int, node: Any, key: tuple) -> None:
         self.append((len(self), time, "timer", node, _TIMER, key))
 

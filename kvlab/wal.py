@@ -442,8 +442,20 @@ class Wal:
         """:meth:`append_all` for objects with ``type``, ``data`` and ``force`` (the
         :class:`kvlab.effects.Record` objects of a node's outputs)."""
         lsn = self.next_lsn
-        out = [LogRecord(lsn + i, r.type, r.data) for i, r in enumerate(records)]
-        return self._append(out, [r.force for r in records])
+        if not getattr(self.disk, "lazy", False):
+            out = [LogRecord(lsn + i, r.type, r.data) for i, r in enumerate(records)]
+            return self._append(out, [r.force for r in records])
+        out = []  # a memory disk, the common case: _append in one pass, nothing to encode
+        for r in records:
+            out.append(LogRecord(lsn, r.type, r.data))
+            if r.force:
+                self.forced_lsn = lsn
+            lsn += 1
+        self.disk.append_records(out)
+        self.next_lsn = lsn
+        self.unflushed += out
+        self.since_checkpoint += len(out)
+        return out
 
     def _append(self, out: list[LogRecord], forced: list[bool]) -> list[LogRecord]:
         lsn = self.next_lsn
