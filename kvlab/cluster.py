@@ -60,6 +60,14 @@ _FLUSH, _MSG, _TIMER = 0, 1, 2  # at equal times: flushes first, then messages, 
 _PLAIN = (str, int, float, bool, type(None))
 
 
+def _plain_body(body: dict[str, Any]) -> dict[str, Any] | None:
+    """A message body as the trace keeps it: only plain bodies are, e.g. a VOTE_NO's reason."""
+    for v in body.values():
+        if not isinstance(v, _PLAIN):
+            return None
+    return body
+
+
 @contextlib.contextmanager
 def _collector_paused() -> Iterator[None]:
     """Replay builds a large, acyclic structure in one go; Python's cyclic collector would
@@ -766,7 +774,17 @@ class Cluster:
                     continue  # delivered or dropped by hand earlier
                 if time > self.now:
                     self.now = time
-                self._arrive(env)
+                msg = env.msg
+                dst = msg.dst
+                core = self._cores.get(dst)  # (None for the oracle, or a crashed node)
+                net = self.network
+                if core is None or net.groups or net.loss:
+                    self._arrive(env)
+                else:  # _arrive's common case, inline
+                    tr = self.trace
+                    if tr.enabled:
+                        tr.deliver(self.now, dst, env.id, msg.src, dst, msg.kind, msg.tx)
+                    self._apply(dst, core.deliver(msg))
                 n = self._since_gc = self._since_gc + 1  # _after_event, inline
                 if n >= self.gc_every:
                     self._since_gc = 0
@@ -877,14 +895,8 @@ class Cluster:
             tr = self.trace
             if tr.enabled:
                 body = msg.body
-                if body:  # only plain bodies are kept, e.g. a VOTE_NO's reason
-                    for v in body.values():
-                        if not isinstance(v, _PLAIN):
-                            body = None
-                            break
-                else:
-                    body = None
-                tr.send(now, msg.src, env.id, msg.src, msg.dst, msg.kind, msg.tx, env.due, body)
+                tr.send(now, msg.src, env.id, msg.src, msg.dst, msg.kind, msg.tx, env.due,
+                        _plain_body(body) if body else None)
             seq = self._seq = self._seq + 1  # _schedule, inline
             if not self._exploring:
                 heapq.heappush(self._queue, (env.due, _MSG, seq, msg.dst, 0, env.id))
@@ -922,10 +934,25 @@ class Cluster:
             self._schedule(self.now + self.fsync_latency, _FLUSH, node, None)
 
     def _release(self, node: Any, out: Outputs) -> None:
-        if out._messages:
-            send = self._send
-            for msg in out._messages:
-                send(msg)
+        msgs = out._messages
+        if msgs:
+            net = self.network
+            if net.merge_identical or net.duplicate_rate:
+                for msg in msgs:
+                    self._send(msg)
+            else:  # _send's plain path, inline: one envelope per message
+                carry, now, q, push = net.carry, self.now, self._queue, heapq.heappush
+                tr = self.trace if self.trace.enabled else None
+                exploring = self._exploring
+                for msg in msgs:
+                    env = carry(msg, now)
+                    if tr is not None:
+                        body = msg.body
+                        tr.send(now, msg.src, env.id, msg.src, msg.dst, msg.kind, msg.tx,
+                                env.due, _plain_body(body) if body else None)
+                    seq = self._seq = self._seq + 1
+                    if not exploring:
+                        push(q, (env.due, _MSG, seq, msg.dst, 0, env.id))
         if out._timers:
             timers, now, q = self._timers, self.now, self._queue
             inc = self._incarnation.get(node, 0)
