@@ -60,7 +60,7 @@ from kvlab.twopc import (
     Rules,
     Timing,
 )
-from kvlab.wal import encode
+from kvlab.wal import check_encodable
 
 ISOLATION_LEVELS = ("read_committed", "snapshot", "serializable")
 PLACEMENTS = ("all", "partitioned")
@@ -838,7 +838,7 @@ def check_loggable(key: Any, value: Any) -> None:
     if not isinstance(key, str) or not key:
         raise InvalidKey(f"keys are non-empty strings, got {key!r}; e.g. put(tx, 'x', 1)")
     try:
-        encode(0, "CHECK", {key: value})
+        check_encodable({key: value})  # what encode() of a PREPARE with it would raise
     except (ValueError, TypeError, RecursionError) as e:
         raise InvalidValue(f"the write-ahead log cannot encode this value ({e}); store it in "
                            f"another form, e.g. a big int as a string") from None
