@@ -258,7 +258,7 @@ class Cluster:
     @property
     def journal(self) -> list[tuple]:
         """Every public call so far, outermost first (empty while the trace is off)."""
-        return list(self._calls.journal or ())
+        return [e if e[3] is not None else (*e[:3], {}) for e in self._calls.journal or ()]
 
     @public()
     def step(self) -> Trace:
@@ -322,7 +322,7 @@ class Cluster:
                 obj: Any = self if target is None else self.node(target[1]) \
                     if target[0] == "node" else handles[target[1]]
                 try:
-                    result = getattr(obj, name)(*args, **kwargs)
+                    result = getattr(obj, name)(*args, **(kwargs or {}))
                 except KvlabError:
                     continue  # it failed the first time too, after the same state changes
                 if name == "commit_async":

@@ -62,20 +62,32 @@ class Event:
 # how ``fields`` become the event's ``data``; each builds the same dict, in the same key order,
 # as the driver used to build eagerly (the trace is byte-for-byte what it was).
 #
-# A dict is kept as two tuples, its keys and its values (rebuilt on read, in the same order):
-# the collector stops tracking a tuple of plain values, but never one that holds a dict, so a
-# trace of dicts would be rescanned by every full collection for as long as it lives.
+# A dict is kept as its keys (one shared tuple per set of keys) and its values, at the end of
+# the event's tuple (rebuilt on read, in the same order): the collector stops tracking a tuple
+# of plain values, but never one that holds a dict, so a trace of dicts would be rescanned by
+# every full collection for as long as it lives.
 _PLAIN, _SEND, _DELIVER, _DROP, _WAL, _TIMER, _FLUSH = range(7)
+_SHAPES: dict[tuple, tuple] = {}  # the keys tuples, shared (a run has a few dozen)
+
+
+def _keys(d: dict[str, Any]) -> tuple:
+    k = tuple(d)
+    shared = _SHAPES.get(k)
+    if shared is None:
+        if len(_SHAPES) >= 10_000:  # arbitrary keys (not the engine's): don't keep them all
+            return k
+        shared = _SHAPES[k] = k
+    return shared
 
 
 def _data(t: tuple) -> dict[str, Any]:
     form = t[4]
     if form == _PLAIN:
-        return dict(zip(t[5], t[6], strict=True))
+        return dict(zip(t[5], t[6:], strict=True))
     if form == _SEND:
         d = {"id": t[5], "src": t[6], "dst": t[7], "kind": t[8], "tx": t[9], "due": t[10]}
         if t[11] is not None:
-            d["body"] = dict(zip(t[11], t[12], strict=True))
+            d["body"] = dict(zip(t[11], t[12:], strict=True))
         return d
     if form == _DELIVER:
         return {"id": t[5], "src": t[6], "dst": t[7], "kind": t[8], "tx": t[9]}
@@ -108,14 +120,14 @@ class Trace(list):
     """
 
     def __init__(self, events: Iterable[Event] = (), enabled: bool = True) -> None:
-        super().__init__((e.seq, e.time, e.kind, e.node, _PLAIN, tuple(e.data),
-                          tuple(e.data.values())) for e in events)  # Events in, tuples stored
+        super().__init__((e.seq, e.time, e.kind, e.node, _PLAIN, _keys(e.data),
+                          *e.data.values()) for e in events)  # Events in, tuples stored
         self.enabled = enabled
 
     def record(self, time: int, kind: str, node: str | None, data: dict[str, Any]) -> None:
         """Append an event (its details are read from ``data`` now; keep no reference)."""
         if self.enabled:
-            self.append((len(self), time, kind, node, _PLAIN, tuple(data), tuple(data.values())))
+            self.append((len(self), time, kind, node, _PLAIN, _keys(data), *data.values()))
 
     # The driver's common events, stored without formatting (callers check ``enabled``).
     def send(self, time: int, node: Any, id_: int, src: Any, dst: Any, kind: str,
@@ -123,10 +135,10 @@ class Trace(list):
         """A message sent; ``body`` None: not recorded (only plain bodies are)."""
         if body is None:
             self.append((len(self), time, "send", node, _SEND, id_, src, dst, kind, tx, due,
-                         None, None))
+                         None))
         else:
             self.append((len(self), time, "send", node, _SEND, id_, src, dst, kind, tx, due,
-                         tuple(body), tuple(body.values())))
+                         _keys(body), *body.values()))
 
     def deliver(self, time: int, node: Any, id_: int, src: Any, dst: Any, kind: str,
                 tx: str | None) -> None:
@@ -144,7 +156,7 @@ class Trace(list):
         """A node's state changes (its Outputs' notes), in order."""
         append = self.append
         for note in notes:
-            append((len(self), time, "state", node, _PLAIN, tuple(note), tuple(note.values())))
+            append((len(self), time, "state", node, _PLAIN, _keys(note), *note.values()))
 
     def wals(self, time: int, node: Any, lsn: int, records: list[Any]) -> None:
         """Records appended to a node's log from ``lsn`` on (objects with ``type``, ``data``
