@@ -154,9 +154,10 @@ class Trace(list):
 
     def states(self, time: int, node: Any, notes: list[dict[str, Any]]) -> None:
         """A node's state changes (its Outputs' notes), in order."""
-        append = self.append
+        append, shapes = self.append, _SHAPES
         for note in notes:
-            append((len(self), time, "state", node, _PLAIN, _keys(note), *note.values()))
+            keys = shapes.get(tuple(note)) or _keys(note)  # _keys, its common case inline
+            append((len(self), time, "state", node, _PLAIN, keys, *note.values()))
 
     def wals(self, time: int, node: Any, lsn: int, records: list[Any]) -> None:
         """Records appended to a node's log from ``lsn`` on (objects with ``type``, ``data``
