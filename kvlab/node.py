@@ -62,7 +62,7 @@ from kvlab.twopc import (
     Rules,
     Timing,
 )
-from kvlab.wal import encode
+from kvlab.wal import check_encodable
 
 ISOLATION_LEVELS = ("read_committed", "snapshot", "serializable")
 PLACEMENTS = ("all", "partitioned")
@@ -291,6 +291,10 @@ class NodeCore:
             self.gc(inp.watermark)
             return Outputs()
         raise ProtocolError(f"unknown input {inp!r}")
+
+    def deliver(self, msg: Message) -> Outputs:
+        """``handle(Deliver(msg))`` without making the input (a driver's hot path)."""
+        return self._deliver(msg)
 
     def gc(self, watermark: int) -> int:
         """Below the cluster's low watermark: collect old versions and forget finished
@@ -840,7 +844,7 @@ def check_loggable(key: Any, value: Any) -> None:
     if not isinstance(key, str) or not key:
         raise InvalidKey(f"keys are non-empty strings, got {key!r}; e.g. put(tx, 'x', 1)")
     try:
-        encode(0, "CHECK", {key: value})
+        check_encodable({key: value})  # what encode() of a PREPARE with it would raise
     except (ValueError, TypeError, RecursionError) as e:
         raise InvalidValue(f"the write-ahead log cannot encode this value ({e}); store it in "
                            f"another form, e.g. a big int as a string") from None
