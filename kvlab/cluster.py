@@ -46,7 +46,6 @@ from kvlab.node import (
     COMMIT_PROTOCOLS,
     PLACEMENTS,
     Abandon,
-    Deliver,
     Fire,
     NodeConfig,
     NodeCore,
@@ -60,6 +59,14 @@ from kvlab.wal import FileDisk, MemoryDisk, TornTailWarning, Wal, sync_together
 
 _FLUSH, _MSG, _TIMER = 0, 1, 2  # at equal times: flushes first, then messages, then timers
 _PLAIN = (str, int, float, bool, type(None))
+
+
+def _plain_body(body: dict[str, Any]) -> dict[str, Any] | None:
+    """A message body as the trace keeps it: only plain bodies are, e.g. a VOTE_NO's reason."""
+    for v in body.values():
+        if not isinstance(v, _PLAIN):
+            return None
+    return body
 
 
 @contextlib.contextmanager
@@ -261,7 +268,7 @@ class Cluster:
     @property
     def journal(self) -> list[tuple]:
         """Every public call so far, outermost first (empty while the trace is off)."""
-        return list(self._calls.journal or ())
+        return [e if e[3] is not None else (*e[:3], {}) for e in self._calls.journal or ()]
 
     @public()
     def step(self) -> Trace:
@@ -325,7 +332,7 @@ class Cluster:
                 obj: Any = self if target is None else self.node(target[1]) \
                     if target[0] == "node" else handles[target[1]]
                 try:
-                    result = getattr(obj, name)(*args, **kwargs)
+                    result = getattr(obj, name)(*args, **(kwargs or {}))
                 except KvlabError:
                     continue  # it failed the first time too, after the same state changes
                 if name == "commit_async":
@@ -567,7 +574,8 @@ class Cluster:
     @public(journal=False, after_close=True)
     def states(self) -> dict[tuple[Any, str, str], str]:
         """Current 2PC state of every transaction a live node remembers:
-        (node, role, tx) -> state."""
+        (node, role, tx) -> state. Under Paxos Commit also its "acceptor" state (of the
+        transaction's instances) and "leader" state (kvlab.paxos's tables)."""
         out: dict[tuple[Any, str, str], str] = {}
         for n in self.ids:
             core = self._cores[n]
@@ -577,6 +585,12 @@ class Cluster:
                 out[(n, "coordinator", tx.id)] = tx.state
             for ptx in core.participant.txs.values():
                 out[(n, "participant", ptx.id)] = ptx.state
+            acceptor = getattr(core.coordinator, "acceptor", None)
+            if acceptor is not None:  # Paxos Commit
+                for atx in acceptor.txs.values():
+                    out[(n, "acceptor", atx.id)] = atx.state
+                for lt in core.coordinator.leaders.values():
+                    out[(n, "leader", lt.id)] = lt.state
         return out
 
     def __repr__(self) -> str:
@@ -632,13 +646,19 @@ class Cluster:
         """Run until ``ready()``; SimulationTimeout (after abandoning ``call`` if asked) when
         the call's budget runs out or nothing else can happen."""
         deadline = self.now + self.call_timeout
+        # Paxos Commit (F >= 1): another leader finishes a commit whose coordinator is down,
+        # and its outcome settles the handle, so waiting for it goes on without that node
+        outlives = (call in self._commit_calls and self.commit_protocol == "paxos"
+                    and self.options["paxos_f"] >= 1)
         while not ready():
-            if self._cores[node] is None:
+            if self._cores[node] is None and not outlives:
                 raise NodeUnavailable(f"{node} crashed while {what} was running; restart it "
                                       f"and check node.outcome() for the transaction")
             timed_out = self.now > deadline
             if timed_out or not self._step():
-                why = self._why_waiting(node, call)
+                why = (self._why_waiting(node, call) if self._cores[node] is not None else
+                       f"its coordinator {node} is crashed and no other leader could decide "
+                       f"it (too few acceptors up?)")
                 how = (f"did not finish within {self.call_timeout} simulated ticks" if timed_out
                        else "cannot finish: nothing else can happen in the cluster")
                 if call is not None and abandon:
@@ -666,8 +686,11 @@ class Cluster:
 
     # -- the engine room ---------------------------------------------------------------------
     def _live(self, node_id: Any) -> NodeCore:
-        self.node(node_id)
-        core = self._cores[node_id]
+        try:
+            core = self._cores[node_id]  # (the same ids as node(), without its wrapper)
+        except (KeyError, TypeError):
+            self.node(node_id)  # UnknownNode
+            raise
         if core is None:
             raise NodeUnavailable(f"node {node_id} is crashed: call cluster.restart({node_id!r})"
                                   f" first")
@@ -773,16 +796,32 @@ class Cluster:
 
     def _step(self) -> bool:
         q = self._queue
+        pop = heapq.heappop
         while q:
-            time, kind, seq, node, inc, payload = heapq.heappop(q)
+            time, kind, seq, node, inc, payload = pop(q)
             if kind == _MSG:
                 env = self.network.in_flight.pop(payload, None)
                 if env is None:
                     continue  # delivered or dropped by hand earlier
                 if time > self.now:
                     self.now = time
-                self._arrive(env)
-            elif inc != self._incarnation[node]:
+                msg = env.msg
+                dst = msg.dst
+                core = self._cores.get(dst)  # (None for the oracle, or a crashed node)
+                net = self.network
+                if core is None or net.groups or net.loss:
+                    self._arrive(env)
+                else:  # _arrive's common case, inline
+                    tr = self.trace
+                    if tr.enabled:
+                        tr.deliver(self.now, dst, env.id, msg.src, dst, msg.kind, msg.tx)
+                    self._apply(dst, core.deliver(msg))
+                n = self._since_gc = self._since_gc + 1  # _after_event, inline
+                if n >= self.gc_every:
+                    self._since_gc = 0
+                    self.gc()
+                return True
+            if inc != self._incarnation[node]:
                 continue  # scheduled before a crash
             elif kind == _TIMER:
                 if self._timers.get((node, payload)) != seq:
@@ -848,9 +887,10 @@ class Cluster:
         elif net.loss and net.lost():  # (no random draw without loss)
             self._trace_msg("drop", env, reason="lost")
         else:
-            if self.trace.enabled:
-                self._trace_msg("deliver", env)
-            self._apply(dst, core.handle(Deliver(msg)))
+            tr = self.trace
+            if tr.enabled:
+                tr.deliver(self.now, dst, env.id, msg.src, dst, msg.kind, msg.tx)
+            self._apply(dst, core.deliver(msg))
 
     def _trace_msg(self, what: str, env: Envelope, reason: str = "") -> None:
         tr = self.trace
@@ -880,10 +920,17 @@ class Cluster:
 
     def _send(self, msg: Any) -> None:
         net = self.network
-        if net.plain:  # the common case: one envelope, no copies, nothing merged
-            env = net.carry(msg, self.now)
-            self._trace_msg("send", env)
-            self._schedule(env.due, _MSG, msg.dst, env.id)
+        if not net.merge_identical and not net.duplicate_rate:  # plain: one envelope
+            now = self.now
+            env = net.carry(msg, now)
+            tr = self.trace
+            if tr.enabled:
+                body = msg.body
+                tr.send(now, msg.src, env.id, msg.src, msg.dst, msg.kind, msg.tx, env.due,
+                        _plain_body(body) if body else None)
+            seq = self._seq = self._seq + 1  # _schedule, inline
+            if not self._exploring:
+                heapq.heappush(self._queue, (env.due, _MSG, seq, msg.dst, 0, env.id))
             return
         sent = net.send(msg, self.now)
         if not sent:  # merged with an identical message in flight (kvlab.explore's network)
@@ -896,19 +943,21 @@ class Cluster:
             self._schedule(copy.due, _MSG, msg.dst, copy.id)
 
     def _apply(self, node: Any, out: Outputs) -> None:
-        """Carry out one node's outputs: log first, then (maybe later) speak."""
-        if out.records:
-            wal = self._wals[node]
-            appended = wal.append_records(out.records)
-            tr = self.trace
+        """Carry out one node's outputs: log first, then (maybe later) speak.
+
+        Reads the Outputs' slots (None: nothing of that kind) so no empty list is made."""
+        records = out._records
+        tr = self.trace
+        if records:
+            appended = self._wals[node].append_records(records)
             if tr.enabled:
-                for r, rec in zip(appended, out.records, strict=True):
-                    tr.wal(self.now, node, r.lsn, r.type, rec.data.get("tx"), rec.force)
-        for key in out.cancel:
-            self._timers.pop((node, key), None)
-        if self.trace.enabled:
-            for note in out.notes:
-                self.trace.record(self.now, "state", node, note)
+                tr.wals(self.now, node, appended[0].lsn, records)
+        if out._cancel:
+            timers = self._timers
+            for key in out._cancel:
+                timers.pop((node, key), None)
+        if out._notes and tr.enabled:
+            tr.states(self.now, node, out._notes)
         if self._outbox[node].admit(out):
             self._release(node, out)
         elif not self._flush_due[node]:
@@ -916,27 +965,53 @@ class Cluster:
             self._schedule(self.now + self.fsync_latency, _FLUSH, node, None)
 
     def _release(self, node: Any, out: Outputs) -> None:
-        for msg in out.messages:
-            self._send(msg)
-        for key, delay in out.timers:
-            self._timers[(node, key)] = self._schedule(self.now + delay, _TIMER, node, key)
-        for reply in out.replies:
-            if reply.call in self._commit_calls:
-                self._settle(reply.call, reply)
-            elif reply.call in self._read_calls:
-                handle = self._read_calls.pop(reply.call)
-                if reply.error is None:
-                    self._handles[handle.node]._record_read(handle.tx, handle.key, reply.value)
-                    handle._settle(reply.value.value, None)
+        msgs = out._messages
+        if msgs:
+            net = self.network
+            if net.merge_identical or net.duplicate_rate:
+                for msg in msgs:
+                    self._send(msg)
+            else:  # _send's plain path, inline: one envelope per message
+                carry, now, q, push = net.carry, self.now, self._queue, heapq.heappush
+                tr = self.trace if self.trace.enabled else None
+                exploring = self._exploring
+                for msg in msgs:
+                    env = carry(msg, now)
+                    if tr is not None:
+                        body = msg.body
+                        tr.send(now, msg.src, env.id, msg.src, msg.dst, msg.kind, msg.tx,
+                                env.due, _plain_body(body) if body else None)
+                    seq = self._seq = self._seq + 1
+                    if not exploring:
+                        push(q, (env.due, _MSG, seq, msg.dst, 0, env.id))
+        if out._timers:
+            timers, now, q = self._timers, self.now, self._queue
+            inc = self._incarnation.get(node, 0)
+            for key, delay in out._timers:  # _schedule, inline
+                seq = self._seq = self._seq + 1
+                if not self._exploring:
+                    heapq.heappush(q, (now + delay, _TIMER, seq, node, inc, key))
+                timers[(node, key)] = seq
+        if out._replies:
+            for reply in out._replies:
+                if reply.call in self._commit_calls:
+                    self._settle(reply.call, reply)
+                elif reply.call in self._read_calls:
+                    handle = self._read_calls.pop(reply.call)
+                    if reply.error is None:
+                        self._handles[handle.node]._record_read(handle.tx, handle.key,
+                                                                reply.value)
+                        handle._settle(reply.value.value, None)
+                    else:
+                        handle._settle(None, reply.error)
                 else:
-                    handle._settle(None, reply.error)
-            else:
-                self._replies[reply.call] = reply
-        for tx, committed, ts, reason in out.outcomes:  # decided by a Paxos Commit leader
-            self._settle_outcome(tx, committed, ts, reason)
-        if out.watch:  # a peer that is reachable now is retried at the capped backoff
+                    self._replies[reply.call] = reply
+        if out._outcomes:
+            for tx, committed, ts, reason in out._outcomes:  # decided by a Paxos Commit leader
+                self._settle_outcome(tx, committed, ts, reason)
+        if out._watch:  # a peer that is reachable now is retried at the capped backoff
             t = self.config.timing
-            self._watches[node].update(out.watch)
+            self._watches[node].update(out._watch)
             self._arm_watches(node, delay=t.retry_interval << t.max_retries)
 
     def _arm_watches(self, only: Any = None, delay: int = 1) -> None:

@@ -81,7 +81,9 @@ def public(journal: bool = True, after_close: bool = False) -> Callable[[F], F]:
                         f"{name}() on a closed cluster: its logs are closed. Create a new "
                         f"Cluster (with the same data_dir to recover what was durable).")
                 if outer and journal and calls.journal is not None:
-                    calls.journal.append((self._journal_target(), name, args, kwargs))
+                    # (no keywords: None, not {}: a tuple holding a dict stays tracked by the
+                    # collector for good; Cluster.journal gives {} back)
+                    calls.journal.append((self._journal_target(), name, args, kwargs or None))
                 calls.depth += 1
                 try:
                     return fn(self, *args, **kwargs)

@@ -18,7 +18,7 @@ Unforced records (presumed-abort ABORTs, END) hold nothing back.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from kvlab.messages import Message, mixed_hash
@@ -44,51 +44,130 @@ class Reply:
     error: Exception | None = None
 
 
-@dataclass(slots=True)
+_FIELDS = ("messages", "records", "timers", "cancel", "replies", "notes", "watch", "outcomes")
+
+
+def _lazy(name: str) -> property:
+    """A list field made on first use: most outputs fill two or three of the eight, and a
+    driver reads the slot (None: nothing) without making one."""
+    slot = "_" + name
+
+    def get(self: Outputs) -> list:
+        v = getattr(self, slot)
+        if v is None:
+            v = []
+            setattr(self, slot, v)
+        return v
+
+    def put(self: Outputs, value: list) -> None:
+        setattr(self, slot, value)
+
+    return property(get, put)
+
+
 class Outputs:
-    messages: list[Message] = field(default_factory=list)
-    records: list[Record] = field(default_factory=list)
-    timers: list[tuple[tuple, int]] = field(default_factory=list)  # (key, delay)
-    cancel: list[tuple] = field(default_factory=list)  # timer keys no longer needed
-    replies: list[Reply] = field(default_factory=list)
-    notes: list[dict[str, Any]] = field(default_factory=list)  # state changes, for the trace
-    watch: list[Any] = field(default_factory=list)  # peers to hear about when reachable again
+    """What one input made a node do: messages to send, records to log, timers to set or
+    cancel, replies to clients, notes for the trace, peers to watch and (Paxos Commit)
+    outcomes. Each list exists only once something is put in it (the driver reads the
+    ``_name`` slots, None meaning empty); ``out.messages`` and the rest make it on demand."""
+
+    __slots__ = ("_messages", "_records", "_timers", "_cancel", "_replies", "_notes", "_watch",
+                 "_outcomes", "fp")
+
+    messages = _lazy("messages")
+    records = _lazy("records")
+    timers = _lazy("timers")  # (key, delay)
+    cancel = _lazy("cancel")  # timer keys no longer needed
+    replies = _lazy("replies")
+    notes = _lazy("notes")  # state changes, for the trace
+    watch = _lazy("watch")  # peers to hear about when reachable again
     # (tx, committed, commit_ts, reason) decided here by a Paxos Commit leader that may not be
     # the coordinator: the driver settles the client's commit handle with it
-    outcomes: list[tuple[str, bool, int | None, str]] = field(default_factory=list)
-    fp: Any = None  # kvlab.explore's fingerprint of a held output, once computed
+    outcomes = _lazy("outcomes")
+
+    def __init__(self, messages: list | None = None, records: list | None = None,
+                 timers: list | None = None, cancel: list | None = None,
+                 replies: list | None = None, notes: list | None = None,
+                 watch: list | None = None, outcomes: list | None = None,
+                 fp: Any = None) -> None:
+        self._messages = messages
+        self._records = records
+        self._timers = timers
+        self._cancel = cancel
+        self._replies = replies
+        self._notes = notes
+        self._watch = watch
+        self._outcomes = outcomes
+        self.fp = fp  # kvlab.explore's fingerprint of a held output, once computed
+
+    def _fields(self) -> tuple:
+        return tuple(getattr(self, "_" + f) or [] for f in _FIELDS) + (self.fp,)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Outputs):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as the dataclass was
+
+    def __repr__(self) -> str:
+        parts = [f"{f}={v!r}" for f, v in zip((*_FIELDS, "fp"), self._fields(), strict=True)]
+        return f"Outputs({', '.join(parts)})"
 
     @property
     def force(self) -> bool:
         """True if any record here is forced (everything else here waits for it)."""
-        return any(r.force for r in self.records)
+        return any(r.force for r in self._records or ())
 
     def send(self, msg: Message) -> None:
-        self.messages.append(msg)
+        m = self._messages
+        if m is None:
+            self._messages = [msg]
+        else:
+            m.append(msg)
 
     def log(self, type_: str, data: dict[str, Any], force: bool = False) -> None:
-        self.records.append(Record(type_, data, force))
+        r = self._records
+        if r is None:
+            self._records = [Record(type_, data, force)]
+        else:
+            r.append(Record(type_, data, force))
 
     def timer(self, key: tuple, delay: int) -> None:
-        self.timers.append((key, delay))
+        t = self._timers
+        if t is None:
+            self._timers = [(key, delay)]
+        else:
+            t.append((key, delay))
 
     def reply(self, call: int, value: Any = None, error: Exception | None = None) -> None:
-        self.replies.append(Reply(call, value, error))
+        r = self._replies
+        if r is None:
+            self._replies = [Reply(call, value, error)]
+        else:
+            r.append(Reply(call, value, error))
 
     def note(self, **detail: Any) -> None:
-        self.notes.append(detail)
+        n = self._notes
+        if n is None:
+            self._notes = [detail]
+        else:
+            n.append(detail)
 
     def merge(self, other: Outputs) -> Outputs:
-        self.messages += other.messages
-        self.records += other.records
-        self.timers += other.timers
-        self.cancel += other.cancel
-        self.replies += other.replies
-        self.notes += other.notes
-        self.watch += other.watch
-        if other.outcomes:
-            self.outcomes += other.outcomes
+        """Append ``other``'s outputs after these (``other`` is not used again)."""
+        for slot in _SLOTS:
+            theirs = getattr(other, slot)
+            if theirs:
+                mine = getattr(self, slot)
+                if mine is None:
+                    setattr(self, slot, list(theirs))
+                else:
+                    mine += theirs
         return self
+
+
+_SLOTS = tuple("_" + f for f in _FIELDS)
 
 
 class _Log(Protocol):
@@ -133,11 +212,11 @@ class Outbox:
         total = 0
         for o in self.held:
             if o.fp is None:
-                o.fp = mixed_hash((tuple(m.key() for m in o.messages),
-                                   tuple(k for k, _ in o.timers),
+                o.fp = mixed_hash((tuple(m.key() for m in o._messages or ()),
+                                   tuple(k for k, _ in o._timers or ()),
                                    tuple((r.call, repr(r.value), repr(r.error))
-                                         for r in o.replies), tuple(o.watch))
-                                  + ((tuple(o.outcomes),) if o.outcomes else ()))
+                                         for r in o._replies or ()), tuple(o._watch or ()))
+                                  + ((tuple(o._outcomes),) if o._outcomes else ()))
             total += o.fp
         return total & 0xFFFFFFFFFFFFFFFF
 

@@ -37,6 +37,37 @@ are 64-bit: with a million states the chance of any collision is below one in te
 
 Snapshots are cheap: nodes are copied on write (a choice changes one node, a restart all of
 them), and each node's part of the fingerprint is computed once per copy.
+
+**The reduction** (``reduce=True``, the default) makes fewer choices, never fewer states. A
+delivery or a flush changes one node (or the oracle) and only adds messages for the others; a
+crash changes one node. Two such *local* choices at different nodes commute (either order
+reaches the same state) and neither disables the other, except in three cases, which count as
+dependent: one takes a message the other's node sent again (a send merges with an identical
+message in flight, so it depends on that message being there); both are crashes (they share
+the budget); or one is a crash and the other may end the run (one message or flush left: the
+search expands no state where the run ended). Every other choice is dependent on every choice:
+firing a timer (whether it spends the ``timeouts`` budget depends on the whole network), a
+restart (it reads every node), a drop or a duplicate (budgets), and any choice that tells a
+client something or arms a peer-up timer (which reads whether peers are up); the search sees
+those two as they happen. *Sleep sets* (Godefroid, "Partial-Order Methods for the Verification
+of Concurrent Systems", 1996, ch. 5) use the relation: once choice ``a`` was made at a state,
+the states of its later siblings ``b`` independent of it need not make ``a`` (``b`` then ``a``
+is ``a`` then ``b``, made already), and ``a`` stays asleep down the schedule while the choices
+made stay independent of it. With states cached, each state keeps its sleep set; arriving
+again with a smaller one shrinks it, and if the state was already expanded, makes the choices
+that woke up. So every state the full search visits is visited, each at the same
+breadth-first depth (the commuted schedules have the same length): every invariant, checked on
+every state or at the end of every schedule, gives the same verdict; ``Result.states`` counts
+the same states; the violation breadth-first search finds has a shortest schedule still (maybe
+another of that length); only ``Result.transitions``, the choices made, drops
+(``Result.slept``: the ones skipped). ``tests/test_explore_reduce.py`` compares both searches'
+graphs state by state, and catches a relation with any of its rules taken out. **Why not fewer
+states**: persistent sets would skip states too, but need a set of choices nothing else can
+interfere with before one of them is made. Here any node may later send the chosen node a
+message that arrives first (every delivery order is tried), and a crash budget makes each
+crash dependent on the others and on everything at its node, so the only such set is every
+choice. Skipping states soundly needs the races found as the search runs (dynamic partial-order
+reduction), which this module does not do.
 """
 
 from __future__ import annotations
@@ -130,10 +161,11 @@ class Result:
     elapsed: float
     violation: str | None = None
     schedule: Schedule = field(default_factory=Schedule)
-    transitions: int = 0
-    terminal: int = 0
+    transitions: int = 0  # choices made (a state found again counts, a slept choice not)
+    terminal: int = 0  # states where the run ended (judged by the end invariants)
     setup: Callable[[], Cluster] | None = field(default=None, repr=False)
     finish: bool = False  # the violation shows once crashed nodes restart and the run ends
+    slept: int = 0  # choices the reduction did not make (their states are reached otherwise)
 
     @property
     def rate(self) -> float:
@@ -301,13 +333,21 @@ class _NodeSnap:
         c._incarnation[n] = self.incarnation
 
 
+_TIMER_HASH: dict[tuple, int] = {}  # a timer's mixed hash: few distinct timers, many states
+
+
+def _timer_hash(key: tuple) -> int:
+    h = _TIMER_HASH[key] = mixed_hash(key) or 1  # (never 0, so .get() or ... caches it)
+    return h
+
+
 def _fingerprint(c: Cluster, nodes: dict[Any, _NodeSnap], budgets: tuple[int, ...],
                  history: list[Any]) -> int:
     """The state's fingerprint, from the live cluster and its node parts (see module doc)."""
     net = c.network
     return hash((tuple([ns.fp for ns in nodes.values()]),
                  sum([e.key_hash() for e in net.in_flight.values()]) & _MASK,
-                 sum(map(mixed_hash, c._timers)) & _MASK,
+                 sum([_TIMER_HASH.get(k) or _timer_hash(k) for k in c._timers]) & _MASK,
                  tuple(sorted(net.groups.items(), key=str)) if net.groups else (),
                  c.tso.last, tuple([(t.id, t.status) for t in history if t.status != "active"]),
                  tuple(c._commit_calls), tuple(c._read_calls),
@@ -335,7 +375,10 @@ class _Snap:
         self.handles = tuple((h, h._result, h.reason, h.commit_ts)
                              for _, _, h in self.commits.values())
         self.reads = dict(c._read_calls)
-        self.history = tuple((t, t.status, t.commit_ts, t.reason, len(t.ops)) for t in history)
+        # the ops themselves, not their number: a branch that truncated a list cannot give
+        # back a read answered on another branch
+        self.history = tuple((t, t.status, t.commit_ts, t.reason, tuple(t.ops))
+                             for t in history)
         self.replies = dict(c._replies)
         self.budgets = budgets
         self.fp = fp
@@ -355,7 +398,7 @@ class _Snap:
             h._result, h.reason, h.commit_ts = result, reason, ts
         for t, status, ts, reason, ops in self.history:
             t.status, t.commit_ts, t.reason = status, ts, reason
-            del t.ops[ops:]  # reads answered on another branch
+            t.ops[:] = ops  # reads answered on another branch, or answered differently
         if self.reads or c._read_calls:
             c._read_calls = dict(self.reads)
             for h in self.reads.values():
@@ -529,6 +572,12 @@ def _stale_read(c: Cluster) -> str | None:
 
 
 # -- the search ------------------------------------------------------------------------------------
+_Local = tuple  # a local choice: (node or oracle it changes, taken message's source, its hash)
+_Made = tuple  # a local choice made somewhere: _Local + (hashes of the sends it merged,)
+_CRASH = "crash"  # a crash's _Local: (node, _CRASH, torn)
+_NONE: frozenset = frozenset()
+
+
 class _Search:
     def __init__(self, setup: Callable[[], Cluster], budgets: dict[str, int],
                  invariants: list[Invariant], end_invariants: list[Invariant]) -> None:
@@ -538,6 +587,24 @@ class _Search:
         self.c._calls.journal = None
         self.c._exploring = True
         self.c._queue = []
+        self.merged: list[int] = []  # messages a choice sent that merged with one in flight
+        net, send = self.c.network, self.c.network.send
+
+        def noting_merges(msg: Any, now: int) -> list[Any]:
+            sent = send(msg, now)
+            if not sent:
+                self.merged.append(mixed_hash(msg.key()))
+            return sent
+
+        net.send = noting_merges  # this cluster's network only
+        self.watched = False  # a choice armed a peer-up timer: it read whether peers are up
+        arm = self.c._arm_watches
+
+        def noting_watches(only: Any = None, delay: int = 1) -> None:
+            self.watched = True
+            arm(only, delay)
+
+        self.c._arm_watches = noting_watches  # this cluster only
         self.history = list(self.c.history)
         self.invariants = invariants
         self.end_invariants = end_invariants
@@ -549,65 +616,82 @@ class _Search:
         fp = _fingerprint(self.c, nodes, budgets, self.history)
         return _Snap(self.c, nodes, budgets, self.history, fp)
 
-    def choices(self, s: _Snap) -> list[tuple[Choice, tuple[int, ...], tuple[Any, ...]]]:
-        """Every choice at state ``s``: (choice, budgets after it, nodes it may change)."""
+    def choices(self, s: _Snap) -> list[tuple[Choice, tuple[int, ...], tuple[Any, ...],
+                                              _Local | None]]:
+        """Every choice at state ``s``: (choice, budgets after it, nodes it may change, its
+        local identity for the reduction, or None: dependent on everything)."""
         c = self.c
         crashes, drops, dups, early = s.budgets
         quiet = not s.in_flight and not any(ns.flush_due for ns in s.nodes.values())
-        out = []
+        out: list[tuple[Choice, tuple[int, ...], tuple[Any, ...], _Local | None]] = []
         for env in sorted(s.in_flight.values(), key=lambda e: e.id):
-            dst = env.msg.dst
+            m = env.msg
+            dst = m.dst
             touched = () if dst == TSO or s.nodes[dst].core is None else (dst,)
             out.append((Choice("deliver", msg=env.id, label=_msg_label("deliver", env)),
-                        s.budgets, touched))
+                        s.budgets, touched, (dst, m.src, env.key_hash())))
             if drops:
                 out.append((Choice("drop", msg=env.id, label=_msg_label("drop", env)),
-                            (crashes, drops - 1, dups, early), ()))
+                            (crashes, drops - 1, dups, early), (), None))
             if dups:
                 out.append((Choice("duplicate", msg=env.id, label=_msg_label("duplicate", env)),
-                            (crashes, drops, dups - 1, early), ()))
+                            (crashes, drops, dups - 1, early), (), None))
         # timers and restarts: free once the network is quiet, else they spend "early"
         later = s.budgets if quiet else (crashes, drops, dups, early - 1)
         if not quiet and not early:
             later = None
         for n, ns in s.nodes.items():
             if ns.flush_due:
-                out.append((Choice("flush", node=n, label=f"flush {n}'s log"), s.budgets, (n,)))
+                out.append((Choice("flush", node=n, label=f"flush {n}'s log"), s.budgets, (n,),
+                            (n, None, None)))
         for node, key in sorted(s.timers, key=lambda k: (str(k[0]), repr(k[1]))) \
                 if later is not None else ():
             label = f"fire {node}'s timer {' '.join(map(str, key))}" + (
                 "" if quiet else " (early)")
-            out.append((Choice("fire", node=node, key=key, label=label), later, (node,)))
+            out.append((Choice("fire", node=node, key=key, label=label), later, (node,), None))
         for n, ns in s.nodes.items():
             if ns.core is None:
                 if later is not None:
                     out.append((Choice("restart", node=n, label=f"restart {n}" + (
-                        "" if quiet else " (early)")), later, tuple(c.ids)))
+                        "" if quiet else " (early)")), later, tuple(c.ids), None))
             elif crashes:
                 after = (crashes - 1, drops, dups, early)
-                out.append((Choice("crash", node=n, label=f"crash {n}"), after, (n,)))
+                out.append((Choice("crash", node=n, label=f"crash {n}"), after, (n,),
+                            (n, _CRASH, False)))
                 if ns.wal.unflushed:
                     out.append((Choice("crash", node=n, torn=True,
-                                       label=f"crash {n} (torn write)"), after, (n,)))
+                                       label=f"crash {n} (torn write)"), after, (n,),
+                                (n, _CRASH, True)))
         return out
 
     def expand(self, s: _Snap, choice: Choice, budgets: tuple[int, ...],
-               touched: tuple[Any, ...], seen: dict) -> tuple[_Snap | int | None, str | None]:
-        """Apply ``choice`` at ``s``: the new state (or just its fingerprint, if ``seen``
-        has it), and a violation if one shows."""
+               touched: tuple[Any, ...]
+               ) -> tuple[int, dict | None, frozenset | None, str | None]:
+        """Apply ``choice`` at ``s``, leaving the cluster in the new state: its fingerprint,
+        its node parts (for :meth:`make`), the messages it sent that merged with identical
+        ones in flight (None if it told a client something: then it is dependent on
+        everything, see :func:`_independent`), and a violation if one shows (an exception
+        escaping a handler)."""
         c = self.c
         s.install(c, touched, log_only=choice.kind == "flush")
+        told = len(c._commit_calls), len(c._read_calls), len(c._replies)
+        self.merged.clear()
+        self.watched = False
         try:
             _apply_fast(c, choice)
         except Exception as e:  # noqa: BLE001 - any exception escaping a handler is a finding
-            return None, f"{type(e).__name__} raised by {choice}: {e}"
+            return 0, None, None, f"{type(e).__name__} raised by {choice}: {e}"
+        merged = None if self.watched or told != (len(c._commit_calls), len(c._read_calls),
+                                                  len(c._replies)) else \
+            frozenset(self.merged) if self.merged else _NONE
         nodes = dict(s.nodes)
         for n in touched:
             nodes[n] = _NodeSnap(c, n)
-        fp = _fingerprint(c, nodes, budgets, self.history)
-        if fp in seen:
-            return fp, None
-        return _Snap(c, nodes, budgets, self.history, fp), None
+        return _fingerprint(c, nodes, budgets, self.history), nodes, merged, None
+
+    def make(self, nodes: dict[Any, _NodeSnap], budgets: tuple[int, ...], fp: int) -> _Snap:
+        """The state :meth:`expand` just reached, as a snapshot."""
+        return _Snap(self.c, nodes, budgets, self.history, fp)
 
     def check(self) -> str | None:
         for inv in self.invariants:
@@ -661,7 +745,7 @@ def search(setup: Callable[[], Cluster], crashes: int = 1, drops: int = 0,
            time_limit: float | None = None, invariants: Iterable[Invariant] | None = None,
            strategy: str = "bfs", max_depth: int | None = None,
            end_invariants: Iterable[Invariant] | None = None,
-           progress: bool | None = None, timeouts: int = 0) -> Result:
+           progress: bool | None = None, timeouts: int = 0, reduce: bool = True) -> Result:
     """Search every schedule from ``setup()``'s state within the fault budgets.
 
     ``invariants`` are extra callables ``invariant(cluster) -> str | None`` checked on every
@@ -671,7 +755,9 @@ def search(setup: Callable[[], Cluster], crashes: int = 1, drops: int = 0,
     schedule) or ``"dfs"``. Stops at a violation, when everything reachable was visited
     ("exhausted"), or at ``max_states`` / ``time_limit`` seconds / ``max_depth`` / Ctrl-C
     ("limit", with what was found so far). ``progress``: a tqdm bar (default: on for searches
-    that run longer than a few seconds).
+    that run longer than a few seconds). ``reduce``: skip choices whose states another order
+    reaches (sleep sets, see the module docstring): the same states and verdicts, fewer
+    choices made; ``reduce=False`` makes every choice at every state.
     """
     for name, v in (("crashes", crashes), ("drops", drops), ("duplicates", duplicates),
                     ("timeouts", timeouts)):
@@ -684,19 +770,36 @@ def search(setup: Callable[[], Cluster], crashes: int = 1, drops: int = 0,
         return _run(setup, {"crashes": crashes, "drops": drops, "duplicates": duplicates,
                             "timeouts": timeouts},
                     [safety, *(invariants or ())], [finished, *(end_invariants or ())],
-                    max_states, time_limit, strategy, max_depth, progress)
+                    max_states, time_limit, strategy, max_depth, progress, reduce)
+
+
+def _independent(u: _Made, t: _Made, last: bool) -> bool:
+    """Two local choices commute and neither disables the other (see the module docstring):
+    they change different nodes (or the oracle); neither takes a message the other sent into
+    (a send merges with an identical message in flight, so it depends on that message being
+    there); they are not both crashes (which share the budget); and not a crash and another
+    choice at a state with one message or flush ``last``: that choice may end the run, and
+    the search does not expand a state where it ended (see ``terminal()``)."""
+    return u[0] != t[0] and u[2] not in t[3] and t[2] not in u[3] and not (
+        (u[1] is _CRASH or last) and (t[1] is _CRASH or last) and (
+            u[1] is _CRASH or t[1] is _CRASH))
 
 
 def _run(setup: Callable[[], Cluster], budgets: dict[str, int], invariants: list[Invariant],
          end_invariants: list[Invariant], max_states: int | None, time_limit: float | None,
-         strategy: str, max_depth: int | None, progress: bool | None) -> Result:
+         strategy: str, max_depth: int | None, progress: bool | None,
+         reduce: bool = True, graph: dict | None = None) -> Result:
     s = _Search(setup, budgets, invariants, end_invariants)
     start = time.perf_counter()
     root = s.root
     parents: dict[int, tuple[int, Choice] | None] = {root.fp: None}
-    frontier: deque[tuple[_Snap, int]] = deque([(root, 0)])
+    # the reduction's books: the sleep set stored with each state (when not empty), with its
+    # depth; the states found but not expanded yet (a revisit there just shrinks the set)
+    sleep: dict[int, tuple[frozenset, int]] = {}
+    waiting: set[int] = {root.fp}
+    frontier: deque[tuple[_Snap, int, frozenset | None]] = deque([(root, 0, None)])
     pop = frontier.popleft if strategy == "bfs" else frontier.pop
-    transitions = terminal = depth_seen = 0
+    transitions = terminal = depth_seen = slept = 0
     status, violation, at, finish = "exhausted", None, None, False
     bar = _Progress(progress)
 
@@ -716,32 +819,72 @@ def _run(setup: Callable[[], Cluster], budgets: dict[str, int], invariants: list
                       setup=setup)
     try:
         while frontier:
-            state, depth = pop()
-            depth_seen = max(depth_seen, depth)
-            if s.terminal(state):
-                terminal += 1
-                why = s.end_check(state)
-                if why:
-                    status, violation, at = "violation", why, schedule_to(state.fp)
-                    finish = True
-                    break
-                continue
+            state, depth, only = pop()
+            fp = state.fp
+            if only is None:  # the first expansion (else: a revisit woke up slept choices)
+                waiting.discard(fp)
+                depth_seen = max(depth_seen, depth)
+                if s.terminal(state):
+                    terminal += 1
+                    why = s.end_check(state)
+                    if why:
+                        status, violation, at = "violation", why, schedule_to(fp)
+                        finish = True
+                        break
+                    continue
             if max_depth is not None and depth >= max_depth:
                 status = "limit"
                 continue
-            for choice, budgets, touched in s.choices(state):
+            z = sleep[fp][0] if fp in sleep else _NONE
+            # local choices not to make: asleep, or made here already (a duplicate copy of a
+            # message is the same choice); on a revisit, all but the ones it woke up
+            skip = {u[:3] for u in z}
+            wake = None if only is None else {u[:3] for u in only}
+            done: list[_Made] = []  # choices made here that later choices may sleep on
+            last = len(state.in_flight) + sum([ns.flush_due for ns in state.nodes.values()]) < 2
+            for choice, budgets, touched, tid in s.choices(state):
+                if reduce:
+                    if tid is None:
+                        if wake is not None:
+                            continue  # made at the first expansion
+                    elif tid in skip or (wake is not None and tid not in wake):
+                        slept += 1
+                        continue
+                    else:
+                        skip.add(tid)
                 transitions += 1
-                child, why = s.expand(state, choice, budgets, touched, parents)
+                cfp, nodes, merged, why = s.expand(state, choice, budgets, touched)
                 if why is None:
-                    if type(child) is int:
-                        continue  # seen before
-                    parents[child.fp] = (state.fp, choice)
+                    zc = _NONE
+                    if reduce and tid is not None and merged is not None:
+                        made = (*tid, merged)
+                        if z or done:
+                            zc = frozenset([u for u in (*z, *done)
+                                            if _independent(u, made, last)])
+                        done.append(made)
+                    if cfp in parents:  # seen before: it may have to wake slept choices
+                        entry = sleep.get(cfp)
+                        if entry is not None and not entry[0] <= zc:
+                            zx, dx = entry
+                            if zx & zc:
+                                sleep[cfp] = (zx & zc, dx)
+                            else:
+                                del sleep[cfp]
+                            if cfp not in waiting:
+                                frontier.append((s.make(nodes, budgets, cfp), dx, zx - zc))
+                        continue
+                    parents[cfp] = (fp, choice)
+                    child = s.make(nodes, budgets, cfp)
                     why = s.check()
                     if why is None:
-                        frontier.append((child, depth + 1))
+                        frontier.append((child, depth + 1, None))
+                        if reduce:
+                            waiting.add(cfp)
+                            if zc:
+                                sleep[cfp] = (zc, depth + 1)
                         continue
                 status, violation = "violation", why
-                at = schedule_to(state.fp, choice)
+                at = schedule_to(fp, choice)
                 break
             if violation:
                 break
@@ -754,10 +897,16 @@ def _run(setup: Callable[[], Cluster], budgets: dict[str, int], invariants: list
         status = "limit"
     finally:
         bar.close(len(parents))
+    if graph is not None:  # for the tests: every state found, with its schedule's length
+        for fp in parents:
+            n, link = 0, parents[fp]
+            while link is not None:
+                n, link = n + 1, parents[link[0]]
+            graph[fp] = n
     if status == "violation":
         depth_seen = len(at)
     return Result(status, len(parents), depth_seen, time.perf_counter() - start, violation,
-                  at or Schedule(), transitions, terminal, setup, finish)
+                  at or Schedule(), transitions, terminal, setup, finish, slept)
 
 
 class _Progress:

@@ -26,6 +26,8 @@ P1A = "P1A"  # a new leader -> acceptors: promise me ballot b, tell me what you 
 P1B = "P1B"  # acceptor -> leader: promised, and the values it accepted so far
 P2A = "P2A"  # a participant (ballot 0) or a leader -> acceptors: accept this value
 P2B = "P2B"  # acceptor -> the ballot's leader: accepted
+NACK = "NACK"  # acceptor -> a stale ballot's leader: refused, this higher ballot is promised
+LEARNED = "LEARNED"  # coordinator -> acceptors: every participant has the outcome, forget it
 
 # one-phase commit (kvlab.onephase): the only participant decides
 ONE_PHASE = "ONE_PHASE"  # coordinator -> its single participant: the writes; commit them
@@ -33,7 +35,7 @@ RESOLVE = "RESOLVE"  # a restarted coordinator -> that participant: how did it e
 
 KINDS = (TS_REQUEST, TS_REPLY, READ, READ_REPLY, PREPARE, VOTE_YES, VOTE_NO, COMMIT, ABORT, ACK,
          STATUS, SCAN, SCAN_REPLY, DECISION_REQ, DECISION_REPLY, P1A, P1B, P2A, P2B,
-         ONE_PHASE, RESOLVE)
+         NACK, LEARNED, ONE_PHASE, RESOLVE)
 
 TSO = "tso"  # network address of the timestamp oracle
 

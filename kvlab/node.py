@@ -27,6 +27,8 @@ from kvlab.messages import (
     COMMIT,
     DECISION_REPLY,
     DECISION_REQ,
+    LEARNED,
+    NACK,
     ONE_PHASE,
     P1A,
     P1B,
@@ -64,7 +66,7 @@ from kvlab.twopc import (
     Rules,
     Timing,
 )
-from kvlab.wal import encode
+from kvlab.wal import check_encodable
 
 ISOLATION_LEVELS = ("read_committed", "snapshot", "serializable")
 PLACEMENTS = ("all", "partitioned")
@@ -310,6 +312,10 @@ class NodeCore:
             return Outputs()
         raise ProtocolError(f"unknown input {inp!r}")
 
+    def deliver(self, msg: Message) -> Outputs:
+        """``handle(Deliver(msg))`` without making the input (a driver's hot path)."""
+        return self._deliver(msg)
+
     def gc(self, watermark: int) -> int:
         """Below the cluster's low watermark: collect old versions and forget finished
         participant records (see kvlab.twopc); return how many versions went."""
@@ -369,6 +375,10 @@ class NodeCore:
             return self.coordinator.on_p1b(msg)
         if k == P2B:
             return self.coordinator.on_p2b(msg)
+        if k == NACK:
+            return self.coordinator.on_nack(msg)
+        if k == LEARNED:
+            return self.coordinator.acceptor.on_learned(msg)
         if k == READ:
             return self._serve_read(msg.body["key"], msg.body["ts"], msg.tx, requester=msg.src,
                                     req=msg.body["req"])
@@ -842,7 +852,7 @@ class NodeCore:
                 begun.pop(d["tx"], None)
             elif t == "BEGIN":
                 begun[d["tx"]] = d
-            elif t in ("ACCEPT", "PROMISE"):  # Paxos Commit's acceptor (kvlab.paxos)
+            elif t in ("ACCEPT", "PROMISE", "LEARNED"):  # Paxos Commit's acceptor (kvlab.paxos)
                 accepted.append(d)
         for rec in prepared.values():
             self.max_ts = max(self.max_ts, rec["start_ts"])
@@ -866,7 +876,7 @@ def check_loggable(key: Any, value: Any) -> None:
     if not isinstance(key, str) or not key:
         raise InvalidKey(f"keys are non-empty strings, got {key!r}; e.g. put(tx, 'x', 1)")
     try:
-        encode(0, "CHECK", {key: value})
+        check_encodable({key: value})  # what encode() of a PREPARE with it would raise
     except (ValueError, TypeError, RecursionError) as e:
         raise InvalidValue(f"the write-ahead log cannot encode this value ({e}); store it in "
                            f"another form, e.g. a big int as a string") from None
@@ -900,6 +910,7 @@ RECORD_FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
     # Paxos Commit's acceptor (kvlab.paxos): values accepted in a ballot, a promise made
     "ACCEPT": {"tx": str, "start_ts": int, "ballot": list, "values": list},
     "PROMISE": {"tx": str, "start_ts": int, "ballot": list},
+    "LEARNED": {"tx": str},  # Paxos: every participant has the outcome, the instances go
     "BEGIN": {"tx": str, "start_ts": int, "participants": list},  # Paxos: who takes part
 }
 OPTIONAL_FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {

@@ -33,6 +33,40 @@ leader recomputes it from F+1 of them); the coordinator's unforced END only spar
 a decided transaction again after a restart. A
 participant's "no" vote is forced too (ABORT with its start timestamp): after a crash a
 duplicate PREPARE must not give its instance a second ballot-0 value.
+
+Liveness (leaders must not preempt each other forever, nor outrun a slow acceptor):
+
+* an acceptor answers a ballot below its promise with a NACK naming the promised ballot;
+* a leader's retry (its timer, or a parked peer coming back) resends the *same* ballot's
+  current phase to the acceptors that did not answer, so a slow acceptor's late answer still
+  counts. Only a preemption opens a higher ballot: a NACK naming this node's own older
+  ballot (from before a crash) makes it jump above at once; another node's makes it *defer*
+  (DEFERRED: it watches, counting any accepts it still gets, and leads again with a ballot
+  above the highest seen if the transaction is not decided within ``decision_timeout``,
+  doubling per deferral). Of two duelling leaders the higher ballot's never defers, so one
+  finishes. A resent phase 2 carries the proposal this ballot's phase-1 majority gave, so a
+  ballot's phase-2 value still comes from its own phase 1;
+* a leader promises its own ballot on its own acceptor (a forced PROMISE) before phase 1, an
+  acceptor of the transaction or not: after a restart it picks a higher ballot, so no ballot
+  ever gets two leaders (and two values) across incarnations;
+* a takeover proposes "aborted" for every vote not yet accepted, so the coordinator's vote
+  timer and a participant's decision timer wait ``VOTE_ROUNDS`` (3) times their timeout: a
+  vote is three round trips away (PREPARE, the prepare timestamp, the acceptors).
+
+Forgetting (so memory stays flat): an acceptor drops a transaction's instances when the
+coordinator says every participant has the outcome (LEARNED, sent when the last ACK of a
+commit arrives, after a forced END). That is safe because no leader can ever ask again: a
+leader is started only by an in-doubt participant (each acked after its COMMIT record was
+durable, so none is in doubt again, even after a crash; a delayed PREPARE finds the
+transaction finished, or is refused below the horizon), by the coordinator restarting with a
+BEGIN and no END (the END is forced before LEARNED leaves), or is one already running (each
+retires when its own participant learns the outcome; the coordinator's has decided). A
+delayed P1A or P2A of an old leader may still arrive and recreate an entry; its answer goes
+to a leader that is gone, and no new one will run phase 1, so it changes no outcome (the
+entry is a leak bounded by the messages in flight). The unforced LEARNED record keeps a log
+replay from reviving the instances; a crash that loses it revives only the records since the
+last checkpoint. Aborted transactions are kept: participants do not ack an abort (presumed
+abort), so nobody knows when every one of them has it.
 """
 
 from __future__ import annotations
@@ -42,7 +76,20 @@ from typing import Any
 
 from kvlab.effects import Outputs, Record
 from kvlab.errors import CorruptLog
-from kvlab.messages import ABORT, COMMIT, P1A, P1B, P2A, P2B, TS_REQUEST, TSO, Message, mixed_hash
+from kvlab.messages import (
+    ABORT,
+    COMMIT,
+    LEARNED,
+    NACK,
+    P1A,
+    P1B,
+    P2A,
+    P2B,
+    TS_REQUEST,
+    TSO,
+    Message,
+    mixed_hash,
+)
 from kvlab.mvcc import Store
 from kvlab.twopc import (
     _MASK,
@@ -70,23 +117,33 @@ IDLE = "IDLE"  # acceptor: nothing promised or accepted for this transaction yet
 PROMISED = "PROMISED"  # promised not to accept ballots below ``promised``
 ACCEPTED = "ACCEPTED"  # accepted a value for at least one instance
 
+FORGOTTEN = "FORGOTTEN"  # every participant has the outcome durably: the instances are dropped
 ACCEPTOR_TRANSITIONS: dict[str, dict[str, str]] = {
     IDLE: {"accept": ACCEPTED, "promise": PROMISED, "stale ballot": IDLE},
-    PROMISED: {"accept": ACCEPTED, "promise": PROMISED, "stale ballot": PROMISED},
-    ACCEPTED: {"accept": ACCEPTED, "promise": ACCEPTED, "stale ballot": ACCEPTED},
+    PROMISED: {"accept": ACCEPTED, "promise": PROMISED, "stale ballot": PROMISED,
+               "all learned": FORGOTTEN},
+    ACCEPTED: {"accept": ACCEPTED, "promise": ACCEPTED, "stale ballot": ACCEPTED,
+               "all learned": FORGOTTEN},
+    FORGOTTEN: {},
 }
 
 PHASE1 = "PHASE1"  # leader: collecting promises (and what was accepted) from a majority
 PHASE2 = "PHASE2"  # leader: collecting accepts for its proposals, instance by instance
+DEFERRED = "DEFERRED"  # a higher ballot's leader runs it: watch, lead again if it goes silent
 DECIDED = "DECIDED"  # every instance chosen (or the outcome learned): the leader is done
-# "accepted" counts in phase 1 too: a ballot-0 accept that arrives after a takeover began is
-# still an accept, and F+1 of them for one value is still a choice
+# "accepted" counts in phase 1 (and deferred) too: a ballot-0 accept that arrives after a
+# takeover began is still an accept, and F+1 of them for one value is still a choice.
+# "retry" resends the ballot's current phase; only "new ballot" (after a preemption, or a
+# crash) opens a higher one, so a slow acceptor's late answer still counts.
 LEADER_TRANSITIONS: dict[str, dict[str, str]] = {
     PHASE1: {"promise": PHASE1, "majority promised": PHASE2, "accepted": PHASE1,
-             "all chosen": DECIDED, "retry": PHASE1, "parked": PHASE1,
+             "all chosen": DECIDED, "retry": PHASE1, "parked": PHASE1, "preempted": DEFERRED,
+             "new ballot": PHASE1, "outcome learned": DECIDED},
+    PHASE2: {"accepted": PHASE2, "all chosen": DECIDED, "take over": PHASE1, "retry": PHASE2,
+             "parked": PHASE2, "preempted": DEFERRED, "new ballot": PHASE1,
              "outcome learned": DECIDED},
-    PHASE2: {"accepted": PHASE2, "all chosen": DECIDED, "take over": PHASE1, "retry": PHASE1,
-             "parked": PHASE2, "outcome learned": DECIDED},
+    DEFERRED: {"accepted": DEFERRED, "all chosen": DECIDED, "new ballot": PHASE1,
+               "outcome learned": DECIDED},
     DECIDED: {"resend": DECIDED, "outcome learned": DECIDED},
 }
 # ballot 0 starts in phase 2 (the participants propose for themselves); a takeover in phase 1
@@ -176,6 +233,14 @@ class Acceptor:
         t = self.txs.get(tx_id)
         return t.promised[0] if t is not None else -1
 
+    def _nack(self, out: Outputs, t: AccTx, bal: Ballot) -> Outputs:
+        """Refuse a ballot below the promise, and say which ballot is promised: its leader
+        then knows it was preempted (it defers, or jumps above), instead of retrying blind."""
+        self._move(out, t, "stale ballot")
+        out.send(Message(self.node_id, bal[1], NACK, t.id,
+                         {"ballot": list(bal), "promised": list(t.promised)}))
+        return out
+
     def on_p2a(self, msg: Message) -> Outputs:
         """Accept unless promised a higher ballot; at ballot 0 only the first value of each
         instance (its participant proposes once: another one is a stale duplicate)."""
@@ -184,8 +249,7 @@ class Acceptor:
         t = self._tx(msg.tx, b["start_ts"])
         bal = ballot(b["ballot"])
         if bal < t.promised:
-            self._move(out, t, "stale ballot")
-            return out
+            return self._nack(out, t, bal)
         new: list[list] = []
         answer: list[list] = []
         for rm, value in b["values"]:
@@ -217,22 +281,44 @@ class Acceptor:
         t = self._tx(msg.tx, b["start_ts"])
         bal = ballot(b["ballot"])
         if bal < t.promised:
-            self._move(out, t, "stale ballot")
-            return out
-        if bal > t.promised:
-            t.promised = bal
-            out.log("PROMISE", {"tx": t.id, "start_ts": t.start_ts, "ballot": list(bal)},
-                    force=True)
-        self._move(out, t, "promise")
+            return self._nack(out, t, bal)
+        self.promise(out, t.id, t.start_ts, bal)
         out.send(Message(self.node_id, bal[1], P1B, t.id,
                          {"ballot": list(bal),
                           "accepted": [[rm, list(ab), v] for rm, (ab, v) in
                                        sorted(t.accepted.items(), key=lambda kv: str(kv[0]))]}))
         return out
 
+    def promise(self, out: Outputs, tx_id: str, start_ts: int, bal: Ballot) -> None:
+        """Promise ``bal`` (forced). A leader also promises its own ballot here before phase
+        1, acceptor of the transaction or not: after a crash this record makes it pick a
+        higher one, so no ballot ever gets two leaders (two values) across incarnations."""
+        t = self._tx(tx_id, start_ts)
+        if bal > t.promised:
+            t.promised = bal
+            out.log("PROMISE", {"tx": t.id, "start_ts": t.start_ts, "ballot": list(bal)},
+                    force=True)
+        self._move(out, t, "promise")
+
+    def on_learned(self, msg: Message) -> Outputs:
+        """The coordinator says every participant has the outcome durably: forget (see the
+        module docstring, Forgetting). The unforced LEARNED record keeps a replay of the log
+        from bringing the instances back; losing it only means keeping them."""
+        out = Outputs()
+        t = self.txs.get(msg.tx)
+        if t is not None:
+            self._move(out, t, "all learned")
+            del self.txs[t.id]
+            out.log("LEARNED", {"tx": t.id})
+        return out
+
     def recover(self, records: list[dict[str, Any]]) -> None:
-        """Rebuild promises and accepted values from ACCEPT and PROMISE records, in order."""
+        """Rebuild promises and accepted values from ACCEPT and PROMISE records, in order
+        (and drop what a LEARNED record says every participant knows)."""
         for r in records:
+            if "ballot" not in r:  # LEARNED
+                self.txs.pop(r["tx"], None)
+                continue
             t = self._tx(r["tx"], r["start_ts"])
             bal = ballot(r["ballot"])
             t.promised = max(t.promised, bal)
@@ -278,15 +364,19 @@ class LeadTx:
     promises: dict[Any, list] = field(default_factory=dict)  # acceptor -> what it accepted
     accepts: dict[tuple, tuple] = field(default_factory=dict)  # (rm, ballot, value) -> accs
     chosen: dict[Any, list] = field(default_factory=dict)  # rm -> value chosen
+    proposal: list = field(default_factory=list)  # this ballot's phase-2 values (a resend)
+    seen: Ballot = (-1, "")  # the highest ballot an acceptor said it promised (NACK)
+    defers: int = 0  # times this leader deferred to a higher ballot: its wait doubles
 
     def clone(self) -> LeadTx:
         return LeadTx(self.id, self.start_ts, self.coordinator, self.participants,
                       self.acceptors, self.state, self.ballot, self.attempt,
                       dict(self.promises), dict(self.accepts),
-                      dict(self.chosen))
+                      dict(self.chosen), self.proposal, self.seen, self.defers)
 
     def fingerprint(self) -> int:
         return mixed_hash((self.id, self.start_ts, self.state, self.ballot, self.attempt,
+                           self.seen, self.defers, repr(self.proposal),
                            tuple(sorted((str(a), repr(v)) for a, v in self.promises.items())),
                            tuple(sorted((repr(k), tuple(sorted(map(str, v))))
                                         for k, v in self.accepts.items())),
@@ -300,6 +390,10 @@ class PaxosCoordinator(Coordinator):
 
     TRANSITIONS = PAXOS_COORDINATOR_TRANSITIONS  # two-phase commit's bookkeeping, this table
     END_WHEN_ACKED = False  # there is no DECISION to end; END is logged at the decision
+    # a vote is three round trips away, not one: PREPARE, the prepare timestamp's, and the
+    # acceptors' P2A/P2B (each after a forced record). Taking over sooner proposes "aborted"
+    # for votes still on their way: with a tight vote_timeout nothing would ever commit.
+    VOTE_ROUNDS = 3
 
     def __init__(self, node_id: Any, timing: Timing, rules: Rules, nodes: list[Any],
                  f: int) -> None:
@@ -323,6 +417,19 @@ class PaxosCoordinator(Coordinator):
                 sum([t.fingerprint() for t in self.leaders.values()]) & _MASK,
                 tuple(sorted((str(p), tuple(sorted(t))) for p, t in self.lead_parked.items()
                              if t)))
+
+    def on_ack(self, msg: Message) -> Outputs:
+        """Two-phase commit's acks; once every participant acked (its COMMIT is durable), no
+        leader can ever ask about the transaction again: force END (so this node does not
+        lead it again after a restart either), then tell the acceptors to forget it."""
+        tx = self.txs.get(msg.tx)
+        was = tx.state if tx is not None else None
+        out = super().on_ack(msg)
+        if tx is not None and was == COMMITTING and tx.state == COMMITTED:
+            out.log("END", {"tx": tx.id}, force=True)
+            for a in acceptors_for(self.node_id, self.nodes, self.f):
+                out.send(Message(self.node_id, a, LEARNED, tx.id, {}))
+        return out
 
     def _lmove(self, out: Outputs, lt: LeadTx, event: str) -> None:
         new = advance(LEADER_TRANSITIONS, lt.state, event)
@@ -370,16 +477,63 @@ class PaxosCoordinator(Coordinator):
             self._ballot(out, lt, "take over")
 
     def _ballot(self, out: Outputs, lt: LeadTx, event: str | None) -> None:
-        """Phase 1 of a fresh ballot, above any this node has seen for the transaction."""
-        rnd = max(lt.ballot[0], self.acceptor.promised_round(lt.id)) + 1
+        """Phase 1 of a fresh ballot, above any this node has seen for the transaction (its
+        own, an acceptor's NACK, its own acceptor's promise), promised here first (forced:
+        see Acceptor.promise) so that no restart of this node can lead it again."""
+        rnd = max(lt.ballot[0], lt.seen[0], self.acceptor.promised_round(lt.id)) + 1
         lt.ballot = (rnd, self.node_id)
-        lt.promises = {}
+        lt.promises, lt.proposal = {}, []
+        self._unpark(lt.id)
         if event is not None:
             self._lmove(out, lt, event)
-        for a in lt.acceptors:
-            out.send(Message(self.node_id, a, P1A, lt.id,
-                             {"ballot": list(lt.ballot), "start_ts": lt.start_ts}))
+        self.acceptor.promise(out, lt.id, lt.start_ts, lt.ballot)
+        self._send_phase(out, lt, lt.acceptors)
         out.timer(("lead", lt.id), self.timing.retry_interval << lt.attempt)
+
+    def _send_phase(self, out: Outputs, lt: LeadTx, to: Any) -> None:
+        """The current ballot's current phase, to ``to``: P1A, or P2A with the proposal that
+        this ballot's phase-1 majority gave (resending it in the same ballot is safe)."""
+        for a in to:
+            if lt.state == PHASE1:
+                out.send(Message(self.node_id, a, P1A, lt.id,
+                                 {"ballot": list(lt.ballot), "start_ts": lt.start_ts}))
+            elif lt.state == PHASE2 and lt.proposal:
+                out.send(Message(self.node_id, a, P2A, lt.id,
+                                 {"ballot": list(lt.ballot), "values": lt.proposal,
+                                  "start_ts": lt.start_ts}))
+
+    def _answered(self, lt: LeadTx) -> set:
+        """The acceptors that answered the current phase of the current ballot."""
+        if lt.state == PHASE1:
+            return set(lt.promises)
+        return {a for (_, b, _), accs in lt.accepts.items() if b == lt.ballot for a in accs}
+
+    def _unpark(self, tx_id: str) -> None:
+        for waiting in self.lead_parked.values():
+            waiting.pop(tx_id, None)
+
+    def on_nack(self, msg: Message) -> Outputs:
+        """An acceptor refused this leader's ballot: it promised a higher one. Another node's
+        ballot: defer to it (watch; lead again if it goes silent), so two leaders do not
+        preempt each other forever. This node's own (from before a crash): jump above it."""
+        out = Outputs()
+        lt = self.leaders.get(msg.tx)
+        if lt is None or lt.state in (DECIDED, DEFERRED) \
+                or ballot(msg.body["ballot"]) != lt.ballot:
+            return out  # done, deferred already, or about an older ballot of ours
+        promised = ballot(msg.body["promised"])
+        lt.seen = max(lt.seen, promised)
+        if promised <= lt.ballot:
+            return out
+        if promised[1] == self.node_id:
+            lt.attempt = 0
+            self._ballot(out, lt, "new ballot")
+            return out
+        self._lmove(out, lt, "preempted")
+        self._unpark(lt.id)
+        out.timer(("lead", lt.id), self.timing.decision_timeout << min(lt.defers, 4))
+        lt.defers += 1
+        return out
 
     def on_p1b(self, msg: Message) -> Outputs:
         out = Outputs()
@@ -398,12 +552,9 @@ class PaxosCoordinator(Coordinator):
                 b = ballot(b)
                 if rm not in best or (b, value) > (best[rm][0], best[rm][1]):
                     best[rm] = (b, list(value))
-        values = [[rm, lt.chosen.get(rm) or (best[rm][1] if rm in best else ["aborted"])]
-                  for rm in lt.participants]
-        for a in lt.acceptors:
-            out.send(Message(self.node_id, a, P2A, lt.id,
-                             {"ballot": list(lt.ballot), "values": values,
-                              "start_ts": lt.start_ts}))
+        lt.proposal = [[rm, lt.chosen.get(rm) or (best[rm][1] if rm in best else ["aborted"])]
+                       for rm in lt.participants]
+        self._send_phase(out, lt, lt.acceptors)
         return out
 
     def on_p2b(self, msg: Message) -> Outputs:
@@ -442,8 +593,7 @@ class PaxosCoordinator(Coordinator):
         commit = all(v[0] == "prepared" for v in values)
         ts = max(v[1] for v in values) if commit else None
         self._lmove(out, lt, "all chosen")
-        for waiting in self.lead_parked.values():
-            waiting.pop(lt.id, None)
+        self._unpark(lt.id)
         if self.node_id in lt.participants:
             # stay until this node's own participant has the outcome (the message to it may
             # be lost, and its decision timer has fired already): resend it to ourselves
@@ -496,8 +646,7 @@ class PaxosCoordinator(Coordinator):
     def _retire(self, out: Outputs, lt: LeadTx) -> None:
         self.leaders.pop(lt.id, None)
         out.cancel.append(("lead", lt.id))
-        for waiting in self.lead_parked.values():
-            waiting.pop(lt.id, None)
+        self._unpark(lt.id)
 
     def learned(self, out: Outputs, tx_id: str, commit: bool, ts: int | None) -> None:
         """This node's participant heard the outcome from some leader: stop leading, and
@@ -539,12 +688,20 @@ class PaxosCoordinator(Coordinator):
             lt.attempt = min(lt.attempt + 1, self.timing.max_retries)
             out.timer(("lead", lt.id), self.timing.retry_interval << lt.attempt)
             return out
-        if lt.attempt < self.timing.max_retries:
-            lt.attempt += 1
-            self._ballot(out, lt, "retry")
+        if lt.state == DEFERRED:  # the higher ballot's leader went silent: lead again
+            lt.attempt = 0
+            self._ballot(out, lt, "new ballot")
             return out
-        answered = lt.promises if lt.state == PHASE1 else {
-            a for (_, b, _), accs in lt.accepts.items() if b == lt.ballot for a in accs}
+        answered = self._answered(lt)
+        if lt.attempt < self.timing.max_retries:
+            # the same ballot again, to those that did not answer: a new ballot here would
+            # make a slow acceptor's answer stale each time, and two leaders on the same
+            # schedule would preempt each other forever (only a NACK opens a higher one)
+            lt.attempt += 1
+            self._lmove(out, lt, "retry")
+            self._send_phase(out, lt, [a for a in lt.acceptors if a not in answered])
+            out.timer(("lead", lt.id), self.timing.retry_interval << lt.attempt)
+            return out
         # never this node itself: its own acceptor's answer is on its way (behind a flush),
         # and a watch on itself would wake it at once, again and again: run() would spin
         waiting = [a for a in lt.acceptors if a not in answered and a != self.node_id]
@@ -559,12 +716,14 @@ class PaxosCoordinator(Coordinator):
         out = super().on_peer_up(peer)
         for tx_id in self.lead_parked.pop(peer, ()):
             lt = self.leaders.get(tx_id)
-            if lt is None or lt.state == DECIDED:
+            if lt is None or lt.state not in (PHASE1, PHASE2):
                 continue
-            for waiting in self.lead_parked.values():
-                waiting.pop(tx_id, None)
+            # the same ballot to the peer that is back (the others stay parked on): its
+            # answer, however late, is for the ballot still being led
             lt.attempt = 0
-            self._ballot(out, lt, "retry")
+            self._lmove(out, lt, "retry")
+            self._send_phase(out, lt, [peer])
+            out.timer(("lead", lt.id), self.timing.retry_interval)
         return out
 
     # -- checkpoints and recovery ----------------------------------------------------------
@@ -665,7 +824,10 @@ class PaxosParticipant(Participant):
         self._move(out, tx, "prepare ok")
         # the commit timestamp must exceed every snapshot that read these keys before the lock
         out.send(Message(self.node_id, TSO, TS_REQUEST, tx.id, {"purpose": "prepare"}))
-        out.timer(("decision", tx.id), self.timing.decision_timeout)
+        # a takeover is no mere question (as two-phase commit's STATUS is): it proposes
+        # "aborted" for every vote not yet accepted, so it waits for as many round trips as
+        # the coordinator's vote timer does (PaxosCoordinator.VOTE_ROUNDS)
+        out.timer(("decision", tx.id), self.timing.decision_timeout * PaxosCoordinator.VOTE_ROUNDS)
         return out
 
     def on_prepare_ts(self, tx_id: str, ts: int) -> Outputs:

@@ -61,17 +61,33 @@ class Event:
 # collector once it has looked at it, so a long trace costs the collector nothing. ``form`` says
 # how ``fields`` become the event's ``data``; each builds the same dict, in the same key order,
 # as the driver used to build eagerly (the trace is byte-for-byte what it was).
+#
+# A dict is kept as its keys (one shared tuple per set of keys) and its values, at the end of
+# the event's tuple (rebuilt on read, in the same order): the collector stops tracking a tuple
+# of plain values, but never one that holds a dict, so a trace of dicts would be rescanned by
+# every full collection for as long as it lives.
 _PLAIN, _SEND, _DELIVER, _DROP, _WAL, _TIMER, _FLUSH = range(7)
+_SHAPES: dict[tuple, tuple] = {}  # the keys tuples, shared (a run has a few dozen)
+
+
+def _keys(d: dict[str, Any]) -> tuple:
+    k = tuple(d)
+    shared = _SHAPES.get(k)
+    if shared is None:
+        if len(_SHAPES) >= 10_000:  # arbitrary keys (not the engine's): don't keep them all
+            return k
+        shared = _SHAPES[k] = k
+    return shared
 
 
 def _data(t: tuple) -> dict[str, Any]:
     form = t[4]
     if form == _PLAIN:
-        return dict(t[5])
+        return dict(zip(t[5], t[6:], strict=True))
     if form == _SEND:
         d = {"id": t[5], "src": t[6], "dst": t[7], "kind": t[8], "tx": t[9], "due": t[10]}
         if t[11] is not None:
-            d["body"] = t[11]
+            d["body"] = dict(zip(t[11], t[12:], strict=True))
         return d
     if form == _DELIVER:
         return {"id": t[5], "src": t[6], "dst": t[7], "kind": t[8], "tx": t[9]}
@@ -104,20 +120,25 @@ class Trace(list):
     """
 
     def __init__(self, events: Iterable[Event] = (), enabled: bool = True) -> None:
-        super().__init__((e.seq, e.time, e.kind, e.node, _PLAIN, dict(e.data))
-                         for e in events)  # Events in, compact tuples stored
+        super().__init__((e.seq, e.time, e.kind, e.node, _PLAIN, _keys(e.data),
+                          *e.data.values()) for e in events)  # Events in, tuples stored
         self.enabled = enabled
 
     def record(self, time: int, kind: str, node: str | None, data: dict[str, Any]) -> None:
-        """Append an event; the trace takes ``data`` over (callers pass a fresh dict)."""
+        """Append an event (its details are read from ``data`` now; keep no reference)."""
         if self.enabled:
-            self.append((len(self), time, kind, node, _PLAIN, data))
+            self.append((len(self), time, kind, node, _PLAIN, _keys(data), *data.values()))
 
     # The driver's common events, stored without formatting (callers check ``enabled``).
     def send(self, time: int, node: Any, id_: int, src: Any, dst: Any, kind: str,
              tx: str | None, due: int, body: dict[str, Any] | None) -> None:
         """A message sent; ``body`` None: not recorded (only plain bodies are)."""
-        self.append((len(self), time, "send", node, _SEND, id_, src, dst, kind, tx, due, body))
+        if body is None:
+            self.append((len(self), time, "send", node, _SEND, id_, src, dst, kind, tx, due,
+                         None))
+        else:
+            self.append((len(self), time, "send", node, _SEND, id_, src, dst, kind, tx, due,
+                         _keys(body), *body.values()))
 
     def deliver(self, time: int, node: Any, id_: int, src: Any, dst: Any, kind: str,
                 tx: str | None) -> None:
@@ -130,6 +151,22 @@ class Trace(list):
     def wal(self, time: int, node: Any, lsn: int, type_: str, tx: str | None,
             force: bool) -> None:
         self.append((len(self), time, "wal", node, _WAL, lsn, type_, tx, force))
+
+    def states(self, time: int, node: Any, notes: list[dict[str, Any]]) -> None:
+        """A node's state changes (its Outputs' notes), in order."""
+        append, shapes = self.append, _SHAPES
+        for note in notes:
+            keys = shapes.get(tuple(note)) or _keys(note)  # _keys, its common case inline
+            append((len(self), time, "state", node, _PLAIN, keys, *note.values()))
+
+    def wals(self, time: int, node: Any, lsn: int, records: list[Any]) -> None:
+        """Records appended to a node's log from ``lsn`` on (objects with ``type``, ``data``
+        and ``force``, as kvlab.effects.Record)."""
+        append = self.append
+        for rec in records:
+            append((len(self), time, "wal", node, _WAL, lsn, rec.type, rec.data.get("tx"),
+                    rec.force))
+            lsn += 1
 
     def timer(self, time: int, node: Any, key: tuple) -> None:
         self.append((len(self), time, "timer", node, _TIMER, key))

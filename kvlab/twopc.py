@@ -231,6 +231,7 @@ class Coordinator:
 
     TRANSITIONS = COORDINATOR_TRANSITIONS  # the table _move follows (Paxos Commit has its own)
     END_WHEN_ACKED = True  # log END once every participant acked (Paxos Commit: at its decision)
+    VOTE_ROUNDS = 1  # round trips a vote takes to arrive (the vote timer allows vote_timeout each)
 
     def __init__(self, node_id: str, timing: Timing, rules: Rules = Rules()) -> None:
         self.node_id = node_id
@@ -304,7 +305,7 @@ class Coordinator:
             out.send(self._msg(p, PREPARE, tx, start_ts=tx.start_ts, isolation=tx.isolation,
                                coordinator=self.node_id, participants=tx.participants,
                                writes=plan[p]["writes"], reads=plan[p]["reads"], **extra))
-        out.timer(("vote", tx.id), self.timing.vote_timeout)
+        out.timer(("vote", tx.id), self.timing.vote_timeout * self.VOTE_ROUNDS)
         return out
 
     def on_vote(self, msg: Message) -> Outputs:

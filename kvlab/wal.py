@@ -21,8 +21,8 @@ from __future__ import annotations
 import json
 import os
 import struct
-import threading
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring_ascii
 from pathlib import Path
@@ -97,6 +97,21 @@ def encode(lsn: int, type_: str, data: dict[str, Any]) -> bytes:
             .encode()
     length = _LEN.pack(len(payload))
     return length + _LEN.pack(zlib.crc32(payload, zlib.crc32(length))) + payload
+
+
+def check_encodable(data: dict[str, Any]) -> None:
+    """Raise what :func:`encode` would raise for a record with ``data`` (ValueError, TypeError,
+    RecursionError), without framing it: the JSON of ``data`` is the only part that can fail."""
+    global _iterencode
+    if _iterencode is None:
+        _dumps(data)
+        return
+    try:
+        for _ in _iterencode(data, 0):
+            pass
+    except BaseException:
+        _iterencode = _c_encoder()  # its circular-reference markers may be left dirty
+        raise
 
 
 def frame_of(r: LogRecord) -> bytes:
@@ -378,17 +393,30 @@ class FileDisk:
             self._fd = -1
 
 
+_syncers: tuple[int, ThreadPoolExecutor] | None = None  # (pid, pool): made once per process
+
+
+def _sync_pool() -> ThreadPoolExecutor:
+    """The threads sync_together hands fsyncs to, started once and kept (a thread start per
+    fsync costs about as much as the fsync itself); a new pool in a forked child, whose
+    copy of the parent's has no threads."""
+    global _syncers
+    pid = os.getpid()
+    if _syncers is None or _syncers[0] != pid:
+        _syncers = (pid, ThreadPoolExecutor(max_workers=32, thread_name_prefix="kvlab-fsync"))
+    return _syncers[1]
+
+
 def sync_together(disks: list[FileDisk]) -> None:
     """Write and fsync several file disks at once, one thread each (``os.fsync`` releases the
     GIL), as separate machines would; each disk's next :meth:`FileDisk.flush` then counts
     its fsync without waiting again. The caller makes sure those flushes come next, with
     nothing appended or crashed in between."""
-    threads = [threading.Thread(target=d.sync_ahead, daemon=True) for d in disks[1:]]
-    for t in threads:
-        t.start()
+    pool = _sync_pool()
+    futures = [pool.submit(d.sync_ahead) for d in disks[1:]]
     disks[0].sync_ahead()
-    for t in threads:
-        t.join()
+    for f in futures:
+        f.result()
 
 
 class Wal:
@@ -442,8 +470,20 @@ class Wal:
         """:meth:`append_all` for objects with ``type``, ``data`` and ``force`` (the
         :class:`kvlab.effects.Record` objects of a node's outputs)."""
         lsn = self.next_lsn
-        out = [LogRecord(lsn + i, r.type, r.data) for i, r in enumerate(records)]
-        return self._append(out, [r.force for r in records])
+        if not getattr(self.disk, "lazy", False):
+            out = [LogRecord(lsn + i, r.type, r.data) for i, r in enumerate(records)]
+            return self._append(out, [r.force for r in records])
+        out = []  # a memory disk, the common case: _append in one pass, nothing to encode
+        for r in records:
+            out.append(LogRecord(lsn, r.type, r.data))
+            if r.force:
+                self.forced_lsn = lsn
+            lsn += 1
+        self.disk.append_records(out)
+        self.next_lsn = lsn
+        self.unflushed += out
+        self.since_checkpoint += len(out)
+        return out
 
     def _append(self, out: list[LogRecord], forced: list[bool]) -> list[LogRecord]:
         lsn = self.next_lsn

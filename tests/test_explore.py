@@ -59,22 +59,30 @@ def test_the_issue_configuration_is_exhausted_at_crashes_1():
     assert r.states > 1_000_000
 
 
+def assert_replays(r: explore.Result) -> None:
+    """The schedule reproduces the state, and the state shows a violation."""
+    c = r.replay()
+    assert c.trace.enabled and len(c.trace) > len(r.schedule)
+    assert explore.fingerprint(c) == explore.fingerprint(r.replay())
+    assert (explore.finished(c) if r.finish else explore.safety(c)), r
+
+
 # -- each force rule switched off: caught, replayable, minimal ----------------------------------
+@pytest.mark.parametrize("reduce", [True, False], ids=["reduced", "full"])
 @pytest.mark.parametrize("rule", ["force_prepare", "force_decision", "force_commit"])
-def test_each_force_rule_off_is_caught_with_a_shortest_replayable_schedule(rule):
+def test_each_force_rule_off_is_caught_with_a_shortest_replayable_schedule(rule, reduce):
     def setup() -> kvlab.Cluster:
         return one_commit(kvlab.Rules(**{rule: False}))
 
-    r = explore.search(setup, crashes=1)
+    r = explore.search(setup, crashes=1, reduce=reduce)
     assert r.status == "violation", r
     assert "T1" in r.violation
     assert len(r.schedule) == r.depth
-    c = r.replay()  # the schedule reproduces the state, and the state shows the violation
-    assert c.trace.enabled and len(c.trace) > len(r.schedule)
-    assert explore.fingerprint(c) == explore.fingerprint(explore.replay(setup, r.schedule,
-                                                                       finish=r.finish))
-    shorter = explore.search(setup, crashes=1, max_depth=len(r.schedule) - 1)
+    assert_replays(r)
+    shorter = explore.search(setup, crashes=1, max_depth=len(r.schedule) - 1, reduce=reduce)
     assert shorter.status == "limit" and shorter.violation is None
+    other = explore.search(setup, crashes=1, reduce=not reduce)  # equally short
+    assert len(other.schedule) == len(r.schedule)
 
 
 def test_replay_reproduces_the_same_trace_byte_for_byte():
@@ -85,7 +93,8 @@ def test_replay_reproduces_the_same_trace_byte_for_byte():
 
 
 # -- mutations: plausible protocol bugs, re-introduced here; the search must catch each ---------
-def test_catches_commit_leaving_before_its_decision_is_durable(monkeypatch):
+@pytest.mark.parametrize("reduce", [True, False], ids=["reduced", "full"])
+def test_catches_commit_leaving_before_its_decision_is_durable(monkeypatch, reduce):
     """The reliability issue's split outcome: hold back only the outputs of a handler that
     marked itself forced (so a STATUS answer or a resend overtakes the DECISION)."""
 
@@ -96,11 +105,13 @@ def test_catches_commit_leaving_before_its_decision_is_durable(monkeypatch):
         return True
 
     monkeypatch.setattr(Outbox, "admit", admit)
-    r = explore.search(one_commit, crashes=1, timeouts=1)
+    r = explore.search(one_commit, crashes=1, timeouts=1, reduce=reduce)
     assert r.status == "violation", r
+    assert_replays(r)
 
 
-def test_catches_a_participant_that_acks_before_commit_is_durable(monkeypatch):
+@pytest.mark.parametrize("reduce", [True, False], ids=["reduced", "full"])
+def test_catches_a_participant_that_acks_before_commit_is_durable(monkeypatch, reduce):
     real = Outbox.admit
 
     def admit(self: Outbox, out: Any) -> bool:
@@ -109,11 +120,13 @@ def test_catches_a_participant_that_acks_before_commit_is_durable(monkeypatch):
         return real(self, out)
 
     monkeypatch.setattr(Outbox, "admit", admit)
-    r = explore.search(one_commit, crashes=1)
+    r = explore.search(one_commit, crashes=1, reduce=reduce)
     assert r.status == "violation", r
+    assert_replays(r)
 
 
-def test_catches_a_coordinator_that_forgets_its_decision_before_every_ack(monkeypatch):
+@pytest.mark.parametrize("reduce", [True, False], ids=["reduced", "full"])
+def test_catches_a_coordinator_that_forgets_its_decision_before_every_ack(monkeypatch, reduce):
     real = Coordinator.on_ack
 
     def on_ack(self: Coordinator, msg: Any) -> Any:
@@ -126,8 +139,9 @@ def test_catches_a_coordinator_that_forgets_its_decision_before_every_ack(monkey
         return out
 
     monkeypatch.setattr(Coordinator, "on_ack", on_ack)
-    r = explore.search(one_commit, crashes=1)
+    r = explore.search(one_commit, crashes=1, reduce=reduce)
     assert r.status == "violation", r
+    assert_replays(r)
 
 
 def reader_races_a_commit() -> kvlab.Cluster:
@@ -153,13 +167,15 @@ def test_reader_racing_a_commit_is_exhausted_without_a_violation():
     assert r.status == "exhausted", r
 
 
-def test_catches_a_read_that_ignores_a_prepared_lock(monkeypatch):
+@pytest.mark.parametrize("reduce", [True, False], ids=["reduced", "full"])
+def test_catches_a_read_that_ignores_a_prepared_lock(monkeypatch, reduce):
     from kvlab.mvcc import Store
 
     monkeypatch.setattr(Store, "blocker", lambda self, key, ts, tx=None: None)
-    r = explore.search(reader_races_a_commit, crashes=0)
+    r = explore.search(reader_races_a_commit, crashes=0, reduce=reduce)
     assert r.status == "violation", r
     assert "stale snapshot read" in r.violation
+    assert_replays(r)
 
 
 # -- custom invariants -------------------------------------------------------------------------

@@ -9,8 +9,16 @@ import pytest
 
 import kvlab
 from kvlab import explore
-from kvlab.messages import COMMIT, P2A, P2B, Message
-from kvlab.paxos import Acceptor, acceptors_for
+from kvlab.effects import Outputs
+from kvlab.messages import COMMIT, NACK, P2A, P2B, Message
+from kvlab.paxos import (
+    ACCEPTOR_TRANSITIONS,
+    DEFERRED,
+    LEADER_TRANSITIONS,
+    PHASE1,
+    Acceptor,
+    acceptors_for,
+)
 from kvlab.twopc import ABORTED, COMMITTED, IN_DOUBT, PREPARED
 
 NODES = ["n1", "n2", "n3"]
@@ -63,9 +71,11 @@ def test_happy_commit_is_decided_by_the_acceptors_without_a_decision_record():
     for n in NODES:
         kinds = [r.type for r in records(c, n)]
         assert "DECISION" not in kinds
-        # only the coordinator logs its BEGIN (forced: who takes part) and an unforced END
-        assert (kinds.count("BEGIN"), kinds.count("END")) == ((1, 1) if n == "n1" else (0, 0))
+        # only the coordinator logs its BEGIN (forced: who takes part), an unforced END at
+        # the decision and a forced one once every participant acked
+        assert (kinds.count("BEGIN"), kinds.count("END")) == ((1, 2) if n == "n1" else (0, 0))
         assert kinds.count("ACCEPT") == 3  # every node accepts every participant's vote
+        assert c.core(n).coordinator.acceptor.txs == {}  # forgotten: every participant acked
         assert c.core(n).store.chains["x"][-1].commit_ts == h.commit_ts
     assert {e.data["kind"] for e in c.trace if e.kind == "send"} >= {P2A, P2B, COMMIT}
 
@@ -221,7 +231,10 @@ def test_the_acceptor_takes_only_the_first_ballot_0_value_of_an_instance():
     # a leader's higher ballot may replace it; ballot 0 is then refused
     a.on_p1a(Message("n3", "n1", "P1A", "T1", {"ballot": [1, "n3"], "start_ts": 1}))
     late = a.on_p2a(p2a([0, "n1"], [["n3", ["prepared", 6]]], src="n3"))
-    assert not late.messages and "n3" not in a.txs["T1"].accepted
+    assert "n3" not in a.txs["T1"].accepted and not late.records
+    # refused with a NACK to ballot 0's leader (the coordinator), naming the promised ballot
+    assert [(m.kind, m.dst, m.body) for m in late.messages] == \
+        [(NACK, "n1", {"ballot": [0, "n1"], "promised": [1, "n3"]})]
     b = Acceptor("n1")
     b.recover([r.data for r in out.records])
     assert b.txs["T1"].accepted == a.txs["T1"].accepted
@@ -351,3 +364,170 @@ def test_a_coordinator_that_crashed_before_its_begin_was_durable_aborts_on_resta
     assert not h.done
     c.restart("n1")
     assert h.done and h.committed is False and "BEGIN" in h.reason
+
+
+# -- liveness: retries keep their ballot, preempted leaders defer ----------------------------
+def storm(**kw: Any) -> kvlab.Cluster:
+    """The fuzzer's storm timing: no retries before parking, a 3-tick retry interval, and an
+    fsync that makes every acceptor's answer slower than that."""
+    return paxos(latency=(2, 2), fsync_latency=3,
+                 timing=kvlab.Timing(max_retries=0, retry_interval=3), **kw)
+
+
+def test_duelling_leaders_with_slow_acceptors_finish():
+    """n1 (a participant) crashes as the PREPAREs leave: the coordinator n2 and the participant
+    n3 both take over, on the same retry schedule, and every acceptor answers later than the
+    retry fires. Retrying with a new ballot each time livelocked here (each late answer was
+    stale, and each leader's ballot preempted the other's)."""
+    c = storm()
+    n2 = c["n2"]
+    t = n2.begin()
+    n2.put(t, "x", 1)
+    h = n2.commit_async(t)
+    run_until(c, lambda: any(e.kind == "send" and e.data["kind"] == "PREPARE" for e in c.trace))
+    c.crash("n1")
+    c.run(max_steps=20_000)  # SimulationTimeout before the fix
+    live = outcomes(c, t)
+    assert set(live) == {"n2", "n3"} and len(set(live.values())) == 1
+    assert not set(live.values()) & set(UNDECIDED)
+    assert h.done and h.committed is (live["n2"] == COMMITTED)
+    events = [e.data.get("event") for e in c.trace if e.kind == "state"
+              and e.data.get("role") == "leader"]
+    assert "preempted" in events  # one of the two deferred to the other's higher ballot
+
+
+def lead(c: kvlab.Cluster, node: str, tx: str) -> Any:
+    return c.core(node).coordinator.leaders[tx]
+
+
+def test_a_retry_resends_the_same_ballot_and_only_a_nack_opens_a_higher_one():
+    c = paxos(timing=kvlab.Timing(max_retries=2))
+    t, h = start_one(c)
+    run_until(c, lambda: voted(c, t, ["n2"]))
+    c.crash("n1")
+    co = c.core("n2").coordinator
+    out = Outputs()
+    p = c.core("n2").participant.txs[t]
+    co.take_over(out, t, p.start_ts, p.coordinator, p.participants)
+    lt = co.leaders[t]
+    first = lt.ballot
+    assert lt.state == PHASE1 and first[1] == "n2" and first[0] >= 1
+    assert [r.type for r in out.records] == ["PROMISE"] and out.force  # its own ballot, first
+    again = co.on_timer(("lead", t))  # a retry: the same ballot to those that did not answer
+    assert lt.ballot == first and {m.kind for m in again.messages} == {"P1A"}
+    assert {tuple(m.body["ballot"]) for m in again.messages} == {first}
+    higher = (first[0] + 5, "n3")
+    nack = Message("n3", "n2", NACK, t, {"ballot": list(first), "promised": list(higher)})
+    stale = co.on_nack(Message("n3", "n2", NACK, t, {"ballot": [0, "n2"],
+                                                      "promised": list(higher)}))
+    assert lt.state == PHASE1 and not stale.messages  # about a ballot it no longer leads
+    deferred = co.on_nack(nack)
+    assert lt.state == DEFERRED and not deferred.messages  # watches the higher ballot
+    assert [k for k, _ in deferred.timers] == [("lead", t)]
+    back = co.on_timer(("lead", t))  # that leader went silent: lead again, above it
+    assert lt.state == PHASE1 and lt.ballot == (higher[0] + 1, "n2")
+    assert {tuple(m.body["ballot"]) for m in back.messages if m.kind == "P1A"} == {lt.ballot}
+
+
+def test_a_restarted_leader_never_reuses_a_ballot_it_led_before():
+    """4 nodes: n4 takes part but is no acceptor of n1's transaction; its ballot is promised
+    (forced) on n4 itself, so after a crash it takes a higher one."""
+    c = kvlab.Cluster(["n1", "n2", "n3", "n4"], seed=0, commit_protocol="paxos", paxos_f=1)
+    n1 = c["n1"]
+    t = n1.begin()
+    n1.put(t, "x", 1)  # every node stores every key: all four take part
+    n1.commit_async(t)
+    assert "n4" not in acceptors_for("n1", c.ids, 1)
+    run_until(c, lambda: voted(c, t, ["n4"]))
+    c.crash("n1")
+    co = c.core("n4").coordinator
+    p = c.core("n4").participant.txs[t]
+    out = Outputs()
+    co.take_over(out, t, p.start_ts, p.coordinator, p.participants)
+    used = co.leaders[t].ballot
+    c._apply("n4", out)
+    run_until(c, lambda: not c.pending_flushes())
+    c.crash("n4")
+    c.restart("n4")
+    assert c.core("n4").coordinator.leaders[t].ballot > used
+
+
+# -- waiting for a handle whose coordinator is down ------------------------------------------
+def test_wait_runs_on_while_the_coordinator_is_down_and_another_leader_settles_it():
+    c = paxos()
+    t, h = start_one(c)
+    run_until(c, lambda: voted(c, t, NODES))
+    c.crash("n1")
+    assert not h.done
+    committed = h.wait()  # n2 or n3 takes over and decides; NodeUnavailable before
+    assert h.done and committed is h.committed
+    c.run()  # the leader's decision reaches the other participant too
+    live = outcomes(c, t)
+    assert set(live.values()) == {COMMITTED if committed else ABORTED}
+    assert not c.up("n1")
+
+
+def test_wait_still_says_the_coordinator_is_down_when_nobody_else_can_decide():
+    from kvlab.errors import NodeUnavailable
+
+    c = paxos(f=0)  # the coordinator is the only acceptor: two-phase commit again
+    t, h = start_one(c)
+    run_until(c, lambda: voted(c, t, ["n2", "n3"]))
+    c.crash("n1")
+    with pytest.raises(NodeUnavailable):
+        h.wait()
+
+
+# -- what cluster.states() reports ---------------------------------------------------------
+def test_states_reports_acceptors_and_leaders_beside_the_two_phase_commit_roles():
+    c = paxos()
+    t, h = start_one(c)
+    run_until(c, lambda: all(t in c.core(n).coordinator.acceptor.txs for n in ("n2", "n3")))
+    c.crash("n1")  # n2, n3 still undecided; their acceptors hold votes
+    s = c.states()
+    roles = {(n, r) for (n, r, tx) in s if tx == t}
+    assert {("n2", "participant"), ("n2", "acceptor"), ("n3", "acceptor")} <= roles
+    assert not any(n == "n1" for n, _ in roles)  # crashed: remembers nothing
+    assert {s[(n, "acceptor", t)] for n in ("n2", "n3")} <= set(ACCEPTOR_TRANSITIONS)
+    run_until(c, lambda: any(r == "leader" for (_, r, tx) in c.states() if tx == t))
+    lead_states = {st for (n, r, tx), st in c.states().items() if r == "leader" and tx == t}
+    assert lead_states and lead_states <= set(LEADER_TRANSITIONS)
+    c.run()
+    assert h.done
+    s = c.states()
+    assert not [k for k in s if k[1] == "leader"]  # retired once their participant learned
+    for proto in ("2pc", "cooperative"):
+        c2 = kvlab.Cluster(NODES, seed=0, commit_protocol=proto)
+        start_one(c2)
+        for _ in range(10):
+            c2.step()
+        assert {r for (_, r, _) in c2.states()} <= {"coordinator", "participant"}
+
+
+# -- forgetting: acceptors drop a transaction once every participant has its outcome ---------
+def test_acceptor_tables_stay_bounded_and_a_late_phase_1_changes_nothing():
+    c = paxos()
+    sizes = []
+    for i in range(30):
+        node = c[NODES[i % 3]]
+        t = node.begin()
+        node.put(t, f"k{i % 4}", i)
+        assert node.commit(t) is True
+        c.run()
+        sizes.append(sum(len(c.core(n).coordinator.acceptor.txs) for n in NODES))
+    assert sizes == [0] * 30  # every commit acked by all: LEARNED, and the instances go
+    c.checkpoint()
+    for n in NODES:  # nor does a checkpoint or a restart bring them back
+        assert c.wal(n).scan().checkpoint.data["acceptor"] == {}
+        c.crash(n)
+        c.restart(n)
+        assert c.core(n).coordinator.acceptor.txs == {}
+    # a delayed P1A from a finished transaction's old leader: the acceptor answers it from a
+    # fresh entry, but no leader of that transaction is left to use the answer
+    acc = c.core("n3").coordinator.acceptor
+    late = acc.on_p1a(Message("n2", "n3", "P1A", t, {"ballot": [7, "n2"], "start_ts": 1}))
+    p1b = next(m for m in late.messages if m.kind == "P1B")
+    assert p1b.body["accepted"] == [] and t not in c.core("n2").coordinator.leaders
+    assert not c.core("n2").coordinator.on_p1b(p1b).messages
+    assert c.core("n2").participant.txs.get(t) is None or \
+        c.core("n2").participant.txs[t].state == COMMITTED
