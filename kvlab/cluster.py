@@ -147,6 +147,9 @@ class Cluster:
         that node decides, with one forced record (:mod:`kvlab.onephase`). Needs
         ``placement="partitioned"`` to matter (with "all" every node takes part); not with
         Paxos Commit. Off by default, so the lessons show both rounds.
+    batch_window: hold what a node says to each peer for up to this many ticks and send it as
+        one BATCH message (:mod:`kvlab.batching`): overlapping commits share messages and
+        fsyncs. ``0`` gathers only what is said at the same tick; None (the default) is off.
     """
 
     def __init__(self, nodes: Iterable[Any], seed: int = 0,
@@ -156,14 +159,16 @@ class Cluster:
                  call_timeout: int = 2000, checkpoint_every: int = 5000, gc_every: int = 1000,
                  trace: bool = True, history: bool = True, rules: Rules | None = None,
                  commit_protocol: str = "2pc", paxos_f: int = 1,
-                 fast_reads: bool = False, one_phase: bool = False) -> None:
+                 fast_reads: bool = False, one_phase: bool = False,
+                 batch_window: int | None = None) -> None:
         ids = check_node_ids(nodes)
         self.options: dict[str, Any] = dict(  # what clone() rebuilds from
             nodes=ids, seed=seed, data_dir=data_dir, placement=placement, latency=latency,
             loss=loss, duplicate=duplicate, fsync_latency=fsync_latency, timing=timing,
             call_timeout=call_timeout, checkpoint_every=checkpoint_every, gc_every=gc_every,
             trace=trace, history=history, rules=rules, commit_protocol=commit_protocol,
-            paxos_f=paxos_f, fast_reads=fast_reads, one_phase=one_phase)
+            paxos_f=paxos_f, fast_reads=fast_reads, one_phase=one_phase,
+            batch_window=batch_window)
         if type(seed) is not int:
             raise ConfigurationError(f"seed must be an int (it makes runs repeatable), got "
                                      f"{seed!r}")
@@ -186,6 +191,8 @@ class Cluster:
                            ("one_phase", one_phase)):
             if not isinstance(flag, bool):
                 raise ConfigurationError(f"{name} must be True or False, got {flag!r}")
+        if batch_window is not None:
+            _whole("batch_window", batch_window, 0)
         if one_phase and commit_protocol == "paxos":
             raise ConfigurationError("one_phase=True skips the vote that Paxos Commit replicates "
                                      "to its acceptors: use it with commit_protocol='2pc' or "
@@ -203,7 +210,8 @@ class Cluster:
         self.placement = placement
         self.data_dir = Path(data_dir) if data_dir is not None else None
         self.config = NodeConfig(ids, placement, timing or Timing(), rules or Rules(),
-                                 commit_protocol, paxos_f, fast_reads, one_phase)
+                                 commit_protocol, paxos_f, fast_reads, one_phase,
+                                 batch_window)
         self.commit_protocol = commit_protocol
         self.trace = Trace(enabled=trace)
         self.history: History | None = History() if history else None

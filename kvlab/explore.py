@@ -622,8 +622,17 @@ class _Search:
         local identity for the reduction, or None: dependent on everything)."""
         c = self.c
         crashes, drops, dups, early = s.budgets
-        quiet = not s.in_flight and not any(ns.flush_due for ns in s.nodes.values())
+        # an open batch (kvlab.batching) is a message on its way: its timer is free to fire
+        # at any moment (sooner is a legal schedule: the window is a bound), and until it has,
+        # the network is not quiet
+        batches = [(n, k) for n, k in s.timers if k[0] == "batch"]
+        quiet = not s.in_flight and not batches and \
+            not any(ns.flush_due for ns in s.nodes.values())
         out: list[tuple[Choice, tuple[int, ...], tuple[Any, ...], _Local | None]] = []
+        for node, key in sorted(batches, key=lambda k: (str(k[0]), str(k[1][1]))):
+            out.append((Choice("fire", node=node, key=key,
+                               label=f"send {node}'s batch to {key[1]}"), s.budgets, (node,),
+                        None))
         for env in sorted(s.in_flight.values(), key=lambda e: e.id):
             m = env.msg
             dst = m.dst
@@ -644,7 +653,8 @@ class _Search:
             if ns.flush_due:
                 out.append((Choice("flush", node=n, label=f"flush {n}'s log"), s.budgets, (n,),
                             (n, None, None)))
-        for node, key in sorted(s.timers, key=lambda k: (str(k[0]), repr(k[1]))) \
+        for node, key in sorted((t for t in s.timers if t[1][0] != "batch"),
+                                key=lambda k: (str(k[0]), repr(k[1]))) \
                 if later is not None else ():
             label = f"fire {node}'s timer {' '.join(map(str, key))}" + (
                 "" if quiet else " (early)")

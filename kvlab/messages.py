@@ -32,10 +32,11 @@ LEARNED = "LEARNED"  # coordinator -> acceptors: every participant has the outco
 # one-phase commit (kvlab.onephase): the only participant decides
 ONE_PHASE = "ONE_PHASE"  # coordinator -> its single participant: the writes; commit them
 RESOLVE = "RESOLVE"  # a restarted coordinator -> that participant: how did it end?
+BATCH = "BATCH"  # kvlab.batching: several messages to one peer, sent as one
 
 KINDS = (TS_REQUEST, TS_REPLY, READ, READ_REPLY, PREPARE, VOTE_YES, VOTE_NO, COMMIT, ABORT, ACK,
          STATUS, SCAN, SCAN_REPLY, DECISION_REQ, DECISION_REPLY, P1A, P1B, P2A, P2B,
-         NACK, LEARNED, ONE_PHASE, RESOLVE)
+         NACK, LEARNED, ONE_PHASE, RESOLVE, BATCH)
 
 TSO = "tso"  # network address of the timestamp oracle
 

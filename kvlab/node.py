@@ -12,6 +12,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from kvlab.batching import Batcher, unpack
 from kvlab.effects import Outputs
 from kvlab.errors import (
     CorruptLog,
@@ -24,6 +25,7 @@ from kvlab.errors import (
 from kvlab.messages import (
     ABORT,
     ACK,
+    BATCH,
     COMMIT,
     DECISION_REPLY,
     DECISION_REQ,
@@ -253,6 +255,7 @@ class NodeConfig:
     paxos_f: int = 1  # Paxos Commit: acceptor crashes tolerated (2F+1 acceptors per transaction)
     fast_reads: bool = False  # reads skip prepared locks that must commit above them (Store.seen)
     one_phase: bool = False  # a single participant commits without a PREPARE round (onephase)
+    batch_window: int | None = None  # hold messages to a peer this long, send one BATCH
 
 
 class NodeCore:
@@ -280,9 +283,20 @@ class NodeCore:
         self._reads: dict[int, _PendingRead] = {}  # call -> read awaiting ts or a remote reply
         self._scans: dict[int, _PendingScan] = {}  # call -> scan awaiting ts or owners' rows
         self.max_ts = 0
+        self.batcher = Batcher(node_id, config.batch_window) \
+            if config.batch_window is not None else None
 
     # -- routing -------------------------------------------------------------------------
     def handle(self, inp: Any) -> Outputs:
+        if self.batcher is None:
+            return self._handle(inp)
+        if isinstance(inp, Fire) and inp.key[0] == "batch":  # a batch is due: send it
+            return self.batcher.send(inp.key[1])
+        out = self._handle(inp)
+        self.batcher.hold(out)
+        return out
+
+    def _handle(self, inp: Any) -> Outputs:
         if isinstance(inp, Deliver):
             return self._deliver(inp.msg)
         if isinstance(inp, Get):
@@ -314,7 +328,10 @@ class NodeCore:
 
     def deliver(self, msg: Message) -> Outputs:
         """``handle(Deliver(msg))`` without making the input (a driver's hot path)."""
-        return self._deliver(msg)
+        out = self._deliver(msg)
+        if self.batcher is not None:
+            self.batcher.hold(out)
+        return out
 
     def gc(self, watermark: int) -> int:
         """Below the cluster's low watermark: collect old versions and forget finished
@@ -342,6 +359,11 @@ class NodeCore:
 
     def _deliver(self, msg: Message) -> Outputs:
         k = msg.kind
+        if k == BATCH:  # kvlab.batching: each message inside, in order, in one go
+            out = Outputs()
+            for inner in unpack(msg):
+                out.merge(self._deliver(inner))
+            return out
         if k == PREPARE:
             if self.config.fast_reads and self.store.seen != self.max_ts:
                 self.store.seen, self.store._fp = self.max_ts, None  # see Store.seen
@@ -756,6 +778,7 @@ class NodeCore:
         n._reads = {c: _PendingRead(r.tx, r.key, r.ts, r.attempt) for c, r in self._reads.items()}
         n._scans = {c: s.clone() for c, s in self._scans.items()}
         n.max_ts = self.max_ts
+        n.batcher = self.batcher.clone() if self.batcher is not None else None
         return n
 
     def fingerprint(self) -> tuple:
@@ -769,7 +792,7 @@ class NodeCore:
                 tuple(sorted((c, r.tx, r.key, r.ts, r.attempt) for c, r in self._reads.items()))
                 if self._reads else (),
                 tuple(sorted((c, s.key()) for c, s in self._scans.items())) if self._scans else (),
-                self.max_ts)
+                self.max_ts) + ((self.batcher.fingerprint(),) if self.batcher else ())
 
     # -- checkpoints and recovery ---------------------------------------------------------
     def checkpoint_state(self) -> dict[str, Any]:

@@ -1,0 +1,88 @@
+"""Batching: a node's messages to one peer, held for a few ticks and sent as one BATCH.
+
+With many transactions committing at once, a coordinator sends each participant one PREPARE per
+transaction, and each participant answers with one vote per transaction. ``Cluster(batch=w)``
+lets a node hold what it says to a peer for up to ``w`` ticks and send it all as **one** BATCH
+message; the peer handles the messages inside in order, in one go, so the records they make
+(say, eight PREPAREs) are appended together and made durable by **one** fsync, and the votes
+they produce leave together, as one BATCH again. One message and one forced write for a batch
+of transactions, which is what FoundationDB's commit proxies and every group-commit log do.
+
+The bound: a message waits at most ``w`` ticks in the batch, counted from when its batch opened
+(the first message to that peer since the last batch left). The batch's timer is armed when
+that first message may be spoken, which is after the log flush it waits for ("log before you
+speak", kvlab.effects.Outbox); a message that joins an open batch may therefore also wait for
+that flush. ``w = 0`` only gathers what is said at the same tick: no delay at all.
+
+Nothing about safety changes: a batch is the same messages, later, and a delivery of a BATCH is
+the delivery of each one in order, which the protocols already take in any order and after any
+delay. Messages to the oracle and to the node itself are never held. A crash loses the open
+batches with the rest of the node's memory, as it loses messages in its socket buffers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kvlab.effects import Outputs
+from kvlab.messages import BATCH, TSO, Message
+
+
+class Batcher:
+    """One node's open batches: peer -> the messages held for it, oldest first."""
+
+    __slots__ = ("node_id", "window", "open")
+
+    def __init__(self, node_id: Any, window: int) -> None:
+        self.node_id = node_id
+        self.window = window
+        self.open: dict[Any, list[Message]] = {}
+
+    def clone(self) -> Batcher:
+        b = Batcher(self.node_id, self.window)
+        b.open = {p: list(ms) for p, ms in self.open.items()}
+        return b
+
+    def fingerprint(self) -> tuple:
+        return tuple(sorted((str(p), tuple(m.key() for m in ms)) for p, ms in self.open.items()))
+
+    def hold(self, out: Outputs) -> None:
+        """Move ``out``'s messages to peers into their open batches (opening a batch arms
+        its timer, in the same Outputs, so it starts when they may be spoken)."""
+        msgs = out._messages
+        if not msgs:
+            return
+        keep = []
+        for m in msgs:
+            dst = m.dst
+            if dst == TSO or dst == self.node_id:
+                keep.append(m)
+                continue
+            batch = self.open.get(dst)
+            if batch is None:
+                self.open[dst] = [m]
+                out.timer(("batch", dst), self.window)
+            else:
+                batch.append(m)
+        out.messages = keep
+
+    def send(self, peer: Any) -> Outputs:
+        """The batch timer fired: send what is held for ``peer`` (alone if it is one message)."""
+        out = Outputs()
+        held = self.open.pop(peer, None)
+        if not held:
+            return out
+        if len(held) == 1:
+            out.send(held[0])
+        else:
+            out.send(Message(self.node_id, peer, BATCH, None,
+                             {"messages": [[m.kind, m.tx, m.body] for m in held]}))
+        return out
+
+
+def unpack(msg: Message) -> list[Message]:
+    """The messages inside a BATCH, in the order they were said."""
+    return [Message(msg.src, msg.dst, kind, tx, body) for kind, tx, body in msg.body["messages"]]
+
+
+__all__ = ["Batcher", "unpack"]
