@@ -15,6 +15,9 @@ same process, so the numbers mean something on any machine.
    ~5,400 states/s (the fast-path issue's target: doubled)
 5. memory: bytes each transaction leaves behind with the trace and the history off, measured
    between N and 2N transactions after a warm-up (target: about 0, memory flat)
+
+Then 6. range scans (kvlab.bench_scan), 7. the cost of one commit per commit protocol
+(kvlab.bench_commit) and 8. what each fast-path switch saves (kvlab.bench_fastpath).
 """
 
 from __future__ import annotations
@@ -377,6 +380,13 @@ def main(argv: list[str] | None = None) -> None:
         from kvlab.bench_scan import report, scan_bench
         for i, line in enumerate(report(scan_bench())):
             print(("6. " if i == 0 else "   ") + line)
+        from kvlab.bench_fastpath import fastpath_table
+        from kvlab.bench_fastpath import report as fastpath_report
+        for colocated in (True, False):
+            print(f"8. the fast-path switches, {'co-located' if colocated else 'spread'} keys "
+                  f"(per committed transaction, 16 concurrent, partitioned):")
+            for line in fastpath_report(fastpath_table(colocated=colocated)):
+                print("   " + line)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

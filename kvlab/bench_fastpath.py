@@ -8,7 +8,8 @@ prints it as figure 8, and the README copies it.
 
 The switches: ``one_phase`` (a single participant commits without a PREPARE round,
 kvlab.onephase), ``fast_reads`` (a read skips a prepared lock that must commit above its
-snapshot), and the group-commit window ``fsync_latency`` (how long a flush waits for company).
+snapshot), the group-commit window ``fsync_latency`` (how long a flush waits for company) and
+``batch_window`` (what a node says to a peer travels as one BATCH, kvlab.batching).
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ SETTINGS: list[tuple[str, dict[str, Any]]] = [
     ("+ one-phase commit", {"one_phase": True}),
     ("+ fast reads", {"fast_reads": True}),
     ("+ group-commit window 2", {"fsync_latency": 2}),
-    ("all three", {"one_phase": True, "fast_reads": True, "fsync_latency": 2}),
+    ("+ batching (window 0)", {"batch_window": 0}),
+    ("all of them", {"one_phase": True, "fast_reads": True, "fsync_latency": 2,
+                     "batch_window": 0}),
 ]
 
 

@@ -79,7 +79,8 @@ RUN_LIMIT = 200_000  # events
 CI_SCHEDULES = 300
 CI_CHUNK = 20
 
-# KVLAB_FUZZ_PROTOCOL=cooperative|paxos (and KVLAB_FUZZ_FAST_READS=1, KVLAB_FUZZ_ONE_PHASE=1)
+# KVLAB_FUZZ_PROTOCOL=cooperative|paxos (and KVLAB_FUZZ_FAST_READS=1, KVLAB_FUZZ_ONE_PHASE=1,
+# KVLAB_FUZZ_BATCH=ticks)
 # fuzz the other commit protocols, fast reads and one-phase commit with the same schedules; the
 # default is the lessons' 2PC.
 PROTOCOL: dict[str, Any] = {}
@@ -89,6 +90,8 @@ if os.environ.get("KVLAB_FUZZ_FAST_READS") == "1":
     PROTOCOL["fast_reads"] = True
 if os.environ.get("KVLAB_FUZZ_ONE_PHASE") == "1":
     PROTOCOL["one_phase"] = True
+if os.environ.get("KVLAB_FUZZ_BATCH"):  # a batch window in ticks (kvlab.batching)
+    PROTOCOL["batch_window"] = int(os.environ["KVLAB_FUZZ_BATCH"])
 
 
 class FuzzFailure(AssertionError):
