@@ -69,35 +69,41 @@ def _batches(c: Cluster, n: int, concurrency: int, nkeys: int, latencies: list[i
     return committed
 
 
+def measure(options: dict[str, Any], n: int = 600, concurrency: int = 16, nkeys: int = 1000,
+            colocated: bool = False) -> dict[str, Any]:
+    """What a committed transaction costs on average under one setting (``Cluster`` options):
+    the workload of :func:`fastpath_table`. Every figure but ``wall`` is simulated, so the
+    same arguments give the same numbers."""
+    c = Cluster(NODES, seed=1, placement="partitioned", latency=(1, 4), **options)
+    start = len(c.trace)
+    t0, w0 = c.now, time.perf_counter()
+    latencies: list[int] = []
+    committed = _batches(c, n, concurrency, nkeys, latencies, colocated)
+    wall = time.perf_counter() - w0
+    events = c.trace[start:]
+    sends = [e for e in events if e.kind == "send"]
+    per = max(committed, 1)
+    row = {
+        "committed": committed,
+        "messages": sum(1 for e in sends if TSO not in (e.data["src"], e.data["dst"])) / per,
+        "oracle": sum(1 for e in sends if TSO in (e.data["src"], e.data["dst"])) / per,
+        "forced": sum(1 for e in events if e.kind == "wal" and e.data["force"]) / per,
+        "fsyncs": sum(1 for e in events if e.kind == "flush") / per,
+        "latency": sum(latencies) / max(len(latencies), 1),
+        "per_kilotick": committed * 1000 / max(c.now - t0, 1),
+        "wall": committed / wall,
+    }
+    c.close()
+    return row
+
+
 def fastpath_table(n: int = 600, concurrency: int = 16, nkeys: int = 1000,
                    colocated: bool = False) -> list[dict[str, Any]]:
     """One row per setting: what a committed transaction costs on average. ``colocated``: both
     keys of a transaction live on one node (every commit has a single participant); else
     they are spread, and about a third do."""
-    rows = []
-    for name, options in SETTINGS:
-        c = Cluster(NODES, seed=1, placement="partitioned", latency=(1, 4), **options)
-        start = len(c.trace)
-        t0, w0 = c.now, time.perf_counter()
-        latencies: list[int] = []
-        committed = _batches(c, n, concurrency, nkeys, latencies, colocated)
-        wall = time.perf_counter() - w0
-        events = c.trace[start:]
-        sends = [e for e in events if e.kind == "send"]
-        per = max(committed, 1)
-        rows.append({
-            "setting": name,
-            "committed": committed,
-            "messages": sum(1 for e in sends if TSO not in (e.data["src"], e.data["dst"])) / per,
-            "oracle": sum(1 for e in sends if TSO in (e.data["src"], e.data["dst"])) / per,
-            "forced": sum(1 for e in events if e.kind == "wal" and e.data["force"]) / per,
-            "fsyncs": sum(1 for e in events if e.kind == "flush") / per,
-            "latency": sum(latencies) / max(len(latencies), 1),
-            "per_kilotick": committed * 1000 / max(c.now - t0, 1),
-            "wall": committed / wall,
-        })
-        c.close()
-    return rows
+    return [{"setting": name, **measure(options, n, concurrency, nkeys, colocated)}
+            for name, options in SETTINGS]
 
 
 def report(rows: list[dict[str, Any]]) -> list[str]:
@@ -111,4 +117,4 @@ def report(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-__all__ = ["fastpath_table", "report", "SETTINGS"]
+__all__ = ["fastpath_table", "measure", "report", "SETTINGS"]
