@@ -85,7 +85,15 @@ from kvlab.cluster import Cluster, _collector_paused
 from kvlab.effects import Outbox
 from kvlab.errors import KvlabError
 from kvlab.messages import TSO, mixed_hash
-from kvlab.twopc import ABORTED, AWAIT_TS, COMMITTING, IN_DOUBT, PREPARED, PREPARING
+from kvlab.twopc import (
+    ABORTED,
+    AWAIT_TS,
+    COMMITTING,
+    DELEGATED,
+    IN_DOUBT,
+    PREPARED,
+    PREPARING,
+)
 from kvlab.wal import _MASK, TornTailWarning, _record_hash
 
 Invariant = Callable[[Cluster], "str | None"]
@@ -433,7 +441,9 @@ def _present(core: Any, node: Any, txn: Any) -> str | None:
 
 
 def safety(c: Cluster) -> str | None:
-    """Checked on every state: atomicity on the replicas, and reported commits kept."""
+    """Checked on every state: atomicity on the replicas, reported commits kept, and reported
+    aborts kept (no write of a transaction its client was told aborted is applied anywhere:
+    one-phase commit's participant decides after the client may have heard)."""
     applied: dict[str, list[Any]] = {}
     aborted: dict[str, list[str]] = {}
     for n in c.ids:
@@ -455,6 +465,11 @@ def safety(c: Cluster) -> str | None:
         if tx in aborted:
             return (f"{tx}'s writes are applied on {', '.join(map(str, nodes))} but {tx} "
                     f"aborted on {', '.join(aborted[tx])}: atomicity broken")
+    if c.history is not None and applied:
+        for t in c.history:
+            if t.status == "aborted" and t.id in applied:
+                return (f"the client was told {t.id} aborted ({t.reason}), but its writes are "
+                        f"applied on {', '.join(map(str, applied[t.id]))}")
     for tx, txn in _told(c).items():
         if tx in aborted:
             return (f"the client was told {tx} committed, but it aborted on "
@@ -525,7 +540,7 @@ def finished(c: Cluster) -> str | None:
         for t in core.participant.in_doubt():
             return f"{t.id} is still {t.state} on {n} with every node up: it never decided"
         for t in core.coordinator.txs.values():
-            if t.state in (PREPARING, AWAIT_TS, COMMITTING):
+            if t.state in (PREPARING, AWAIT_TS, COMMITTING, DELEGATED):
                 return f"{n}'s coordinator still has {t.id} in {t.state} with every node up"
         if core.store.write_locks or core.store.read_locks:
             key = next(iter(core.store.write_locks or core.store.read_locks))
