@@ -81,6 +81,27 @@ def test_the_sweep_behaves_as_the_chapter_says():
     assert window[1]["fsyncs"] < base[1]["fsyncs"]
     assert 1 < spread["+ one-phase"][0]["forced"] < spread["2PC"][0]["forced"]  # a third apply
     assert "+ one-phase" in ex.sweep_lines(co, "forced")[2]
+    for series in (co, spread):  # batching: fewer messages under load, the same oracle talk
+        alone, busy = series["+ batching (window 0)"]
+        base_alone, base_busy = series["2PC"]
+        assert alone["messages"] == base_alone["messages"]  # one at a time: nothing to gather
+        assert busy["messages"] < base_busy["messages"]
+        assert (alone["oracle"], busy["oracle"]) == (base_alone["oracle"], base_busy["oracle"])
+    assert [r["forced"] for r in co["+ batching (window 0)"]] == [3.0, 3.0]
+    assert ex.sweep_lines(co, "forced")[-1].startswith("+ batching (window 0) ")
+
+
+def test_batching_merges_messages_not_forced_records():
+    _, plain, costs = ex.batched_commits(None)
+    _, batched, batched_costs = ex.batched_commits(0)
+    assert costs == {"messages": 16, "oracle": 8, "forced": 12, "fsyncs": 8}
+    # four BATCHes (PREPAREs, votes, COMMITs, ACKs); the oracle's 8 and the 12 records stay
+    assert batched_costs == {"messages": 4, "oracle": 8, "forced": 12, "fsyncs": 4}
+    def batches(events):
+        return [e for e in events if e.kind == "send" and e.data["kind"] == "BATCH"]
+    assert batches(plain) == [] and len(batches(batched)) == 4
+    first = next(e for e in batched if e.kind == "flush" and e.node == "n2")
+    assert first.data["records"] == 4  # the four PREPAREs, made durable by one flush
 
 
 def test_the_window_trades_fsyncs_for_latency():
