@@ -115,6 +115,13 @@ class OnePhaseCoordinator(Coordinator):
                          participants=tx.participants, writes=part["writes"],
                          reads=part["reads"], **extra)
 
+    def _ask(self, tx: CoordTx) -> Message:
+        """The request again, or (after a restart, when the writes are gone) RESOLVE."""
+        if tx.request is not None:
+            return self._request(tx)
+        return self._msg(tx.participants[0], RESOLVE, tx, start_ts=tx.start_ts,
+                         coordinator=self.node_id)
+
     def resolve(self, call: int, tx_id: str, participant: Any, start_ts: int) -> Outputs:
         """The client asks again after this node restarted: find out from the participant."""
         out = Outputs()
@@ -125,8 +132,7 @@ class OnePhaseCoordinator(Coordinator):
         out.note(role="coordinator", tx=tx_id, event="ask after restart", old=INIT, new=new)
         tx.state = new
         self.undecided[tx_id] = tx
-        out.send(self._msg(participant, RESOLVE, tx, start_ts=start_ts,
-                           coordinator=self.node_id))
+        out.send(self._ask(tx))
         out.timer(("resend", tx_id), self.timing.retry_interval)
         return out
 
@@ -161,9 +167,7 @@ class OnePhaseCoordinator(Coordinator):
             return super().on_timer(key)
         out = Outputs()
         self._move(out, tx, "resend")
-        out.send(self._request(tx) if tx.request is not None else
-                 self._msg(tx.participants[0], RESOLVE, tx, start_ts=tx.start_ts,
-                           coordinator=self.node_id))
+        out.send(self._ask(tx))
         tx.attempt += 1
         if tx.attempt < self.timing.max_retries:
             out.timer(("resend", tx.id), self.timing.retry_interval << tx.attempt)
@@ -181,8 +185,7 @@ class OnePhaseCoordinator(Coordinator):
             del parked[tx_id]
             tx = self.txs[tx_id]
             self._move(out, tx, "resend")
-            out.send(self._request(tx) if tx.request is not None else
-                     self._msg(peer, RESOLVE, tx, start_ts=tx.start_ts, coordinator=self.node_id))
+            out.send(self._ask(tx))
             tx.attempt = 0
             out.timer(("resend", tx_id), self.timing.retry_interval)
         return out.merge(super().on_peer_up(peer))
