@@ -67,11 +67,12 @@ def _rmw_batches(c: Cluster, n: int, concurrency: int, pick: Callable[[int], tup
         for i in range(start, min(n, start + concurrency)):
             node = nodes[i % len(nodes)]
             batch.append((node, node.begin(), pick(i)))
-        handles = []
         for node, tx, (a, b) in batch:
             node.put(tx, a, (node.get(tx, a) or 0) + 1)
             node.put(tx, b, (node.get(tx, b) or 0) - 1)
-            handles.append(node.commit_async(tx))
+        # committed together, after every read (a read runs the cluster: had it come between
+        # two commit_async calls, the first commit's latency would be counted from the second)
+        handles = [node.commit_async(tx) for node, tx, _ in batch]
         if latencies is None:
             c.run()
         else:
