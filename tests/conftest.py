@@ -113,3 +113,22 @@ def bad_transitions(notes: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if not ok:
             bad.append(n)
     return bad
+
+
+def reader_races_a_commit(**options: Any) -> kvlab.Cluster:
+    """T2 begins once T1's commit timestamp is assigned but before n3 has T1's COMMIT, and
+    reads x on n3, where T1 is still prepared: the read must wait for the outcome (the
+    explorer's read race; ``options``: more Cluster settings, e.g. ``fast_reads=True``)."""
+    c = kvlab.Cluster(NODES, seed=0, **options)
+    n1, n3 = c["n1"], c["n3"]
+    t1 = n1.begin()
+    n1.put(t1, "x", 1)
+    n1.commit_async(t1)
+    while not any(e.kind == "COMMIT" for e in c.pending()):
+        c.step()
+    for e in c.pending():
+        if e.kind == "COMMIT" and e.dst == "n3":
+            c.drop(e.id)  # delayed: n3 learns the decision only from a resend
+    t2 = n3.begin()
+    n3.get_async(t2, "x")
+    return c

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from conftest import reader_races_a_commit
 
 import kvlab
 from kvlab import bench, explore
@@ -142,24 +143,6 @@ def test_catches_a_coordinator_that_forgets_its_decision_before_every_ack(monkey
     r = explore.search(one_commit, crashes=1, reduce=reduce)
     assert r.status == "violation", r
     assert_replays(r)
-
-
-def reader_races_a_commit() -> kvlab.Cluster:
-    """T2 begins once T1's commit timestamp is assigned but before n3 has T1's COMMIT, and
-    reads x on n3, where T1 is still prepared: the read must wait for the outcome."""
-    c = kvlab.Cluster(NODES, seed=0)
-    n1, n3 = c["n1"], c["n3"]
-    t1 = n1.begin()
-    n1.put(t1, "x", 1)
-    n1.commit_async(t1)
-    while not any(e.kind == "COMMIT" for e in c.pending()):
-        c.step()
-    for e in c.pending():
-        if e.kind == "COMMIT" and e.dst == "n3":
-            c.drop(e.id)  # delayed: n3 learns the decision only from a resend
-    t2 = n3.begin()
-    n3.get_async(t2, "x")
-    return c
 
 
 def test_reader_racing_a_commit_is_exhausted_without_a_violation():

@@ -12,6 +12,7 @@ import warnings
 from typing import Any
 
 import pytest
+from conftest import reader_races_a_commit
 
 import kvlab
 from kvlab import bench, explore
@@ -39,24 +40,6 @@ def remote_commit(protocol: str = "paxos") -> kvlab.Cluster:
     t = n1.begin()
     n1.put(t, "y", 1)
     n1.commit_async(t)
-    return c
-
-
-def reader_races_a_commit() -> kvlab.Cluster:
-    """A read on n3 waiting for T1's outcome (tests/test_explore.py's read race): the
-    reduction must treat a read's answer as seen by the client."""
-    c = kvlab.Cluster(NODES, seed=0)
-    n1, n3 = c["n1"], c["n3"]
-    t1 = n1.begin()
-    n1.put(t1, "x", 1)
-    n1.commit_async(t1)
-    while not any(e.kind == "COMMIT" for e in c.pending()):
-        c.step()
-    for e in c.pending():
-        if e.kind == "COMMIT" and e.dst == "n3":
-            c.drop(e.id)
-    t2 = n3.begin()
-    n3.get_async(t2, "x")
     return c
 
 

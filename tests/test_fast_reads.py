@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from conftest import reader_races_a_commit
 
 import kvlab
 from kvlab import explore
@@ -98,19 +99,7 @@ def test_the_explorer_catches_a_floor_that_is_too_high(monkeypatch):
     def setup() -> kvlab.Cluster:
         # T2 begins once T1's commit timestamp is assigned, while n3 still holds T1 prepared
         # (its COMMIT dropped): only a wrong floor lets T2's read skip the lock
-        c = kvlab.Cluster(NODES, seed=0, fast_reads=True)
-        n1, n3 = c["n1"], c["n3"]
-        t1 = n1.begin()
-        n1.put(t1, "x", 1)
-        n1.commit_async(t1)
-        while not any(e.kind == "COMMIT" for e in c.pending()):
-            c.step()
-        for e in c.pending():
-            if e.kind == "COMMIT" and e.dst == "n3":
-                c.drop(e.id)
-        t2 = n3.begin()
-        n3.get_async(t2, "x")
-        return c
+        return reader_races_a_commit(fast_reads=True)
 
     monkeypatch.undo()
     assert explore.search(setup, crashes=0).status == "exhausted"
