@@ -22,7 +22,9 @@ Forced records (each one is what a crash must not lose):
   it to the acceptors, so it can never propose two different values in ballot 0;
 * an acceptor forces ACCEPT before answering phase 2, and PROMISE before answering phase 1, so
   a chosen value survives any F crashes and a promise made is never forgotten;
-* a participant forces COMMIT before acking, as in two-phase commit;
+* a participant forces COMMIT before acking, as in two-phase commit, and ABORT before acking
+  an abort (two-phase commit's presumed abort never acks one; here the acks let the acceptors
+  forget aborted transactions too, see Forgetting);
 * the coordinator forces BEGIN (the participants) before any PREPARE leaves: participants learn
   of a transaction only from its PREPARE, so if every PREPARE died with the coordinator, only
   its restart can finish the transaction (it leads it again, and the acceptors' answers say
@@ -55,18 +57,21 @@ Liveness (leaders must not preempt each other forever, nor outrun a slow accepto
 
 Forgetting (so memory stays flat): an acceptor drops a transaction's instances when the
 coordinator says every participant has the outcome (LEARNED, sent when the last ACK of a
-commit arrives, after a forced END). That is safe because no leader can ever ask again: a
-leader is started only by an in-doubt participant (each acked after its COMMIT record was
-durable, so none is in doubt again, even after a crash; a delayed PREPARE finds the
-transaction finished, or is refused below the horizon), by the coordinator restarting with a
-BEGIN and no END (the END is forced before LEARNED leaves), or is one already running (each
+commit or of an abort arrives, after a forced END; the coordinator resends the decision to
+those that have not acked, as two-phase commit resends COMMIT). That is safe because no leader
+can ever ask again: a leader is started only by an in-doubt participant (each acked after its
+COMMIT or ABORT record was durable, so none is in doubt again, even after a crash; a delayed
+PREPARE finds the transaction finished, or is refused below the horizon), by the coordinator
+restarting with a BEGIN and no END (the END is forced before LEARNED leaves), or is one already running (each
 retires when its own participant learns the outcome; the coordinator's has decided). A
 delayed P1A or P2A of an old leader may still arrive and recreate an entry; its answer goes
 to a leader that is gone, and no new one will run phase 1, so it changes no outcome (the
 entry is a leak bounded by the messages in flight). The unforced LEARNED record keeps a log
 replay from reviving the instances; a crash that loses it revives only the records since the
-last checkpoint. Aborted transactions are kept: participants do not ack an abort (presumed
-abort), so nobody knows when every one of them has it.
+last checkpoint. An abort logs no END until its last ack, so a coordinator that crashes before
+then leads the transaction again from its BEGIN after the restart, and collects the acks then.
+A commit's END is logged at the decision too (unforced), so a coordinator that crashes after
+it and before the last ack keeps its acceptors' entries (a leak bounded by crashes).
 """
 
 from __future__ import annotations
@@ -78,6 +83,7 @@ from kvlab.effects import Outputs, Record
 from kvlab.errors import CorruptLog
 from kvlab.messages import (
     ABORT,
+    ACK,
     COMMIT,
     LEARNED,
     NACK,
@@ -383,6 +389,28 @@ class LeadTx:
                            tuple(sorted((str(k), tuple(v)) for k, v in self.chosen.items()))))
 
 
+@dataclass(slots=True)
+class AbortTx:
+    """An aborted transaction whose participants have not all acked the abort: until every
+    one has (after its forced ABORT record), one of them may still be in doubt and lead a
+    ballot, so the acceptors must keep the instances."""
+
+    id: str
+    start_ts: int  # resent with ABORT: a participant that never heard of the transaction
+    # remembers it until the horizon passes it, and refuses its delayed PREPARE
+    participants: tuple
+    acked: dict[Any, None] = field(default_factory=dict)
+    attempt: int = 0
+
+    def clone(self) -> AbortTx:
+        return AbortTx(self.id, self.start_ts, self.participants, dict(self.acked),
+                       self.attempt)
+
+    def fingerprint(self) -> int:
+        return mixed_hash((self.id, self.start_ts, self.participants,
+                           tuple(sorted(map(str, self.acked))), self.attempt))
+
+
 class PaxosCoordinator(Coordinator):
     """Two-phase commit's coordinator as Paxos Commit's ballot-0 leader, plus this node's
     acceptor and every takeover it leads (a node has one leader per transaction, so that
@@ -402,6 +430,7 @@ class PaxosCoordinator(Coordinator):
         self.acceptor = Acceptor(node_id)
         self.leaders: dict[str, LeadTx] = {}
         self.lead_parked: dict[Any, dict[str, None]] = {}  # acceptor -> leaders waiting
+        self.aborts: dict[str, AbortTx] = {}  # aborted here, not yet acked by everyone
 
     def clone(self) -> PaxosCoordinator:
         c = Coordinator.clone(self)
@@ -410,26 +439,56 @@ class PaxosCoordinator(Coordinator):
         c.acceptor = self.acceptor.clone()
         c.leaders = {k: t.clone() for k, t in self.leaders.items()}
         c.lead_parked = {p: dict(t) for p, t in self.lead_parked.items()}
+        c.aborts = {k: t.clone() for k, t in self.aborts.items()}
         return c  # type: ignore[return-value]
 
     def fingerprint(self) -> tuple:
         return (*super().fingerprint(), self.acceptor.fingerprint(),
                 sum([t.fingerprint() for t in self.leaders.values()]) & _MASK,
                 tuple(sorted((str(p), tuple(sorted(t))) for p, t in self.lead_parked.items()
-                             if t)))
+                             if t)),
+                sum([t.fingerprint() for t in self.aborts.values()]) & _MASK)
 
     def on_ack(self, msg: Message) -> Outputs:
-        """Two-phase commit's acks; once every participant acked (its COMMIT is durable), no
-        leader can ever ask about the transaction again: force END (so this node does not
-        lead it again after a restart either), then tell the acceptors to forget it."""
+        """Two-phase commit's acks, of a commit (its COMMIT record is durable) or, here, of an
+        abort (its ABORT record is): once every participant acked, no leader can ever ask
+        about the transaction again, so the acceptors may forget it."""
+        at = self.aborts.get(msg.tx)
+        if at is not None:
+            out = Outputs()
+            if msg.src in at.participants and msg.src not in at.acked:
+                at.acked[msg.src] = None
+                if len(at.acked) == len(at.participants):
+                    del self.aborts[at.id]
+                    out.cancel.append(("resend", at.id))
+                    self._all_learned(out, at.id)
+            return out
         tx = self.txs.get(msg.tx)
         was = tx.state if tx is not None else None
         out = super().on_ack(msg)
         if tx is not None and was == COMMITTING and tx.state == COMMITTED:
-            out.log("END", {"tx": tx.id}, force=True)
-            for a in acceptors_for(self.node_id, self.nodes, self.f):
-                out.send(Message(self.node_id, a, LEARNED, tx.id, {}))
+            self._all_learned(out, tx.id)
         return out
+
+    def _all_learned(self, out: Outputs, tx_id: str) -> None:
+        """Force END (so this node does not lead the transaction again after a restart
+        either), then tell the acceptors to forget it."""
+        out.log("END", {"tx": tx_id}, force=True)
+        for a in acceptors_for(self.node_id, self.nodes, self.f):
+            out.send(Message(self.node_id, a, LEARNED, tx_id, {}))
+
+    def _await_abort_acks(self, out: Outputs, tx_id: str, start_ts: int,
+                          participants: Any) -> None:
+        """The abort is decided and sent: collect the participants' acks, resending."""
+        if tx_id not in self.aborts:
+            self.aborts[tx_id] = AbortTx(tx_id, start_ts, tuple(participants))
+            out.timer(("resend", tx_id), self.timing.retry_interval)
+
+    def _resend_abort(self, out: Outputs, at: AbortTx, to: Any) -> None:
+        for p in to:
+            out.send(Message(self.node_id, p, ABORT, at.id,
+                             {"presumed": False, "start_ts": at.start_ts,
+                              "coordinator": self.node_id}))
 
     def _lmove(self, out: Outputs, lt: LeadTx, event: str) -> None:
         new = advance(LEADER_TRANSITIONS, lt.state, event)
@@ -611,14 +670,20 @@ class PaxosCoordinator(Coordinator):
                       f"by {self.node_id} in ballot {list(lt.ballot)})")
         if not self._settle_own(out, lt.id, commit, ts, reason):
             for p in lt.participants:
-                out.send(self._decision(p, lt.id, lt.start_ts, commit, ts))
+                out.send(self._decision(p, lt.id, lt.start_ts, commit, ts, lt.coordinator))
+            if not commit and lt.coordinator == self.node_id:
+                # this node restarted and led its own transaction again from BEGIN: the
+                # abort's acks still let the acceptors forget it
+                self._await_abort_acks(out, lt.id, lt.start_ts, lt.participants)
         out.outcomes.append((lt.id, commit, ts, reason))
 
-    def _decision(self, p: Any, tx_id: str, start_ts: int, commit: bool,
-                  ts: int | None) -> Message:
+    def _decision(self, p: Any, tx_id: str, start_ts: int, commit: bool, ts: int | None,
+                  coordinator: Any) -> Message:
         if commit:
             return Message(self.node_id, p, COMMIT, tx_id, {"commit_ts": ts})
-        return Message(self.node_id, p, ABORT, tx_id, {"presumed": False, "start_ts": start_ts})
+        # the coordinator: whom the participant acks the abort (it collects the acks)
+        return Message(self.node_id, p, ABORT, tx_id, {"presumed": False, "start_ts": start_ts,
+                                                        "coordinator": coordinator})
 
     def _settle_own(self, out: Outputs, tx_id: str, commit: bool, ts: int | None,
                     reason: str) -> bool:
@@ -628,17 +693,20 @@ class PaxosCoordinator(Coordinator):
         if tx is None or tx.state != PREPARING:
             return False
         out.cancel.append(("vote", tx.id))
-        out.log("END", {"tx": tx.id})  # not forced: losing it only means leading it again
         tx.reason = reason
         if commit:
+            out.log("END", {"tx": tx.id})  # not forced: losing it only means leading it again
             tx.commit_ts = ts
             self._move(out, tx, "decided commit")
             tx.attempt = 0
             out.timer(("resend", tx.id), self.timing.retry_interval)
         else:
+            # no END until every participant acked: a crash before that leads it again
+            # from BEGIN after the restart, and the abort's acks are collected then
             self._move(out, tx, "decided abort")
+            self._await_abort_acks(out, tx.id, tx.start_ts, tx.participants)
         for p in tx.participants:
-            out.send(self._decision(p, tx.id, tx.start_ts, commit, ts))
+            out.send(self._decision(p, tx.id, tx.start_ts, commit, ts, self.node_id))
         if tx.call is not None:
             out.reply(tx.call, commit)
         return True
@@ -672,7 +740,28 @@ class PaxosCoordinator(Coordinator):
             return out
         if kind == "lead":
             return self._lead_timer(tx_id)
+        if kind == "resend" and tx_id in self.aborts:
+            return self._abort_timer(tx_id)
         return super().on_timer(key)
+
+    def _abort_timer(self, tx_id: str) -> Outputs:
+        """Resend ABORT to the participants that did not ack, as COMMIT is resent; after
+        ``max_retries``, park on them until the failure detector sees them up."""
+        out = Outputs()
+        at = self.aborts.get(tx_id)
+        if at is None:
+            return out
+        waiting = [p for p in at.participants if p not in at.acked]
+        self._resend_abort(out, at, waiting)
+        at.attempt += 1
+        if at.attempt < self.timing.max_retries:
+            out.timer(("resend", at.id), self.timing.retry_interval << at.attempt)
+        else:  # not on itself: its own participant's ack is on its way (see _lead_timer)
+            for p in waiting:
+                if p != self.node_id:
+                    self.parked.setdefault(p, {})[at.id] = None
+                    out.watch.append(p)
+        return out
 
     def _lead_timer(self, tx_id: str) -> Outputs:
         out = Outputs()
@@ -684,7 +773,8 @@ class PaxosCoordinator(Coordinator):
             commit = all(v[0] == "prepared" for v in values)
             self._lmove(out, lt, "resend")
             out.send(self._decision(self.node_id, lt.id, lt.start_ts, commit,
-                                    max(v[1] for v in values) if commit else None))
+                                    max(v[1] for v in values) if commit else None,
+                                    lt.coordinator))
             lt.attempt = min(lt.attempt + 1, self.timing.max_retries)
             out.timer(("lead", lt.id), self.timing.retry_interval << lt.attempt)
             return out
@@ -713,7 +803,16 @@ class PaxosCoordinator(Coordinator):
         return out
 
     def on_peer_up(self, peer: Any) -> Outputs:
-        out = super().on_peer_up(peer)
+        out = Outputs()
+        parked = self.parked.get(peer, {})
+        for tx_id in [t for t in parked if t in self.aborts]:
+            del parked[tx_id]
+            at = self.aborts[tx_id]
+            if peer not in at.acked:
+                self._resend_abort(out, at, [peer])
+                at.attempt = 0
+                out.timer(("resend", at.id), self.timing.retry_interval)
+        out.merge(super().on_peer_up(peer))
         for tx_id in self.lead_parked.pop(peer, ()):
             lt = self.leaders.get(tx_id)
             if lt is None or lt.state not in (PHASE1, PHASE2):
@@ -757,6 +856,8 @@ class PaxosCoordinator(Coordinator):
 class PaxosParticipant(Participant):
     """Two-phase commit's participant whose vote goes to the acceptors (ballot 0) instead of
     the coordinator, and which, in doubt, takes over as leader instead of asking."""
+
+    FORCE_ABORT = True  # an abort is acked (so the acceptors may forget it): durable first
 
     def __init__(self, node_id: Any, store: Store, timing: Timing, rules: Rules,
                  nodes: list[Any], f: int, leader: PaxosCoordinator) -> None:
@@ -868,9 +969,14 @@ class PaxosParticipant(Participant):
         return out
 
     def on_abort(self, msg: Message) -> Outputs:
+        """Abort as two-phase commit does, with the ABORT record forced (FORCE_ABORT), and
+        ack it to the coordinator: the acks let the acceptors forget the transaction."""
         out = super().on_abort(msg)
         self.prepare_ts.pop(msg.tx, None)
         self.leader.learned(out, msg.tx, False, None)
+        tx = self.txs.get(msg.tx)  # (None: aborted and forgotten at once, below the horizon)
+        if (tx is None or tx.state == ABORTED) and not msg.body.get("presumed"):
+            out.send(Message(self.node_id, msg.body.get("coordinator", msg.src), ACK, msg.tx, {}))
         return out
 
     def on_peer_up(self, peer: Any) -> Outputs:

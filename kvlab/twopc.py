@@ -507,6 +507,10 @@ class Participant:
     """Validates, locks, and applies one node's share of each transaction."""
 
     TRANSITIONS = PARTICIPANT_TRANSITIONS  # the table _move follows (one-phase commit adds to it)
+    # Presumed abort: an ABORT is never acked, so its record need not survive a crash (a
+    # participant that forgets it asks again, and hears "aborted"). Paxos Commit acks aborts
+    # (so that the acceptors may forget them) and forces the record first: see kvlab.paxos.
+    FORCE_ABORT = False
 
     def __init__(self, node_id: str, store: Store, timing: Timing, rules: Rules = Rules(),
                  cooperative: bool = False) -> None:
@@ -662,9 +666,12 @@ class Participant:
                 out.note(role="participant", tx=msg.tx, event="stale presumed abort ignored")
                 return out
             # a decided ABORT overtook our PREPARE: remember it, and refuse that PREPARE later
-            tx = PartTx(msg.tx, msg.src, msg.body.get("start_ts", 0), {}, [])
+            tx = PartTx(msg.tx, msg.body.get("coordinator", msg.src), msg.body.get("start_ts", 0),
+                        {}, [])
             self.txs[tx.id] = tx
             self._move(out, tx, "abort")
+            if self.FORCE_ABORT:
+                out.log("ABORT", {"tx": tx.id, "start_ts": tx.start_ts}, force=True)
             return out
         if tx.state == ABORTED:
             self._move(out, tx, "abort again")
@@ -682,7 +689,7 @@ class Participant:
         out.cancel += [("decision", tx.id), ("status", tx.id)]
         if held:
             self.store.unlock(tx.id, list(tx.writes), tx.reads)
-            out.log("ABORT", {"tx": tx.id})  # presumed abort: never forced
+            out.log("ABORT", {"tx": tx.id}, force=self.FORCE_ABORT)  # see FORCE_ABORT
             out.note(role="participant", tx=tx.id, event="released", keys=tuple(tx.writes))
         tx.writes, tx.reads, tx.ranges = {}, (), ()
         return out

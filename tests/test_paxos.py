@@ -531,3 +531,77 @@ def test_acceptor_tables_stay_bounded_and_a_late_phase_1_changes_nothing():
     assert not c.core("n2").coordinator.on_p1b(p1b).messages
     assert c.core("n2").participant.txs.get(t) is None or \
         c.core("n2").participant.txs[t].state == COMMITTED
+
+
+# -- forgetting aborts: participants ack them (after a forced ABORT), then LEARNED ---------------
+def remote_abort() -> kvlab.Cluster:
+    """n1 coordinates a write to y, which n2 owns, over a newer committed version: n2 votes no."""
+    c = kvlab.Cluster(NODES, seed=0, commit_protocol="paxos", placement="partitioned")
+    n1, n2 = c["n1"], c["n2"]
+    t = n1.begin()
+    u = n2.begin()
+    n2.put(u, "y", 0)
+    assert n2.commit(u) is True
+    n1.put(t, "y", 1)
+    n1.commit_async(t)
+    return c
+
+
+def abort_round_closed(c: kvlab.Cluster) -> str | None:
+    """End invariant: no abort still waits for acks, and a coordinator that began committing
+    T1 (a BEGIN on record) finished it (a forced END after the last ack)."""
+    left = {n: sorted(c.core(n).coordinator.aborts) for n in NODES
+            if c.core(n).coordinator.aborts}
+    if left:
+        return f"aborts still waiting for acks: {left}"
+    kinds = [r.type for r in records(c, "n1") if r.data.get("tx") == "T1"]
+    if "BEGIN" in kinds and "END" not in kinds:
+        return "n1 began committing T1 and never ended it"
+    return None
+
+
+def test_aborted_transactions_are_forgotten_by_the_acceptors_too():
+    c = paxos(trace=False)
+    committed = aborted = 0
+    for i in range(40):
+        batch = []
+        for j in range(6):
+            node = c[NODES[j % 3]]
+            t = node.begin()
+            node.put(t, f"k{(i + j) % 3}", j)
+            batch.append(node.commit_async(t))
+        c.run()
+        committed += sum(h.committed for h in batch)
+        aborted += sum(not h.committed for h in batch)
+        for n in NODES:
+            assert c.core(n).coordinator.acceptor.txs == {}, (i, n)
+            assert c.core(n).coordinator.aborts == {}
+    assert committed > 40 and aborted > 40
+
+
+def test_an_abort_is_acked_only_once_its_abort_record_is_durable():
+    """n2 prepares T1 (y), n3 votes no (z has a newer version): n2's ABORT must be durable
+    before its ack lets the acceptors forget T1."""
+    c = kvlab.Cluster(NODES, seed=0, commit_protocol="paxos", placement="partitioned")
+    n1, n3 = c["n1"], c["n3"]
+    t = n1.begin()
+    u = n3.begin()
+    n3.put(u, "z", 0)
+    assert n3.commit(u) is True
+    n1.put(t, "y", 1)
+    n1.put(t, "z", 1)
+    n1.commit_async(t)
+    run_until(c, lambda: any(e.msg.kind == "ABORT" and e.msg.dst == "n2" for e in c.pending()))
+    env = next(e for e in c.pending() if e.msg.kind == "ABORT" and e.msg.dst == "n2")
+    assert c.states()[("n2", "participant", t)] in UNDECIDED
+    c.deliver(env.id)
+    acks = [e for e in c.pending() if e.msg.kind == "ACK" and e.msg.tx == t]
+    assert acks == [] and c.pending_flushes() == ["n2"]  # held behind the forced ABORT
+    c.flush("n2")
+    assert [e.msg.dst for e in c.pending() if e.msg.kind == "ACK" and e.msg.tx == t] == ["n1"]
+
+
+def test_explorer_every_abort_round_closes_under_any_single_crash():
+    r = explore.search(remote_abort, crashes=1, end_invariants=[abort_round_closed])
+    assert r.status == "exhausted", r
+    assert r.states > 100_000
