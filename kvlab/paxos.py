@@ -56,22 +56,22 @@ Liveness (leaders must not preempt each other forever, nor outrun a slow accepto
   vote is three round trips away (PREPARE, the prepare timestamp, the acceptors).
 
 Forgetting (so memory stays flat): an acceptor drops a transaction's instances when the
-coordinator says every participant has the outcome (LEARNED, sent when the last ACK of a
-commit or of an abort arrives, after a forced END; the coordinator resends the decision to
-those that have not acked, as two-phase commit resends COMMIT). That is safe because no leader
-can ever ask again: a leader is started only by an in-doubt participant (each acked after its
-COMMIT or ABORT record was durable, so none is in doubt again, even after a crash; a delayed
-PREPARE finds the transaction finished, or is refused below the horizon), by the coordinator
-restarting with a BEGIN and no END (the END is forced before LEARNED leaves), or is one already running (each
-retires when its own participant learns the outcome; the coordinator's has decided). A
-delayed P1A or P2A of an old leader may still arrive and recreate an entry; its answer goes
-to a leader that is gone, and no new one will run phase 1, so it changes no outcome (the
-entry is a leak bounded by the messages in flight). The unforced LEARNED record keeps a log
-replay from reviving the instances; a crash that loses it revives only the records since the
-last checkpoint. An abort logs no END until its last ack, so a coordinator that crashes before
-then leads the transaction again from its BEGIN after the restart, and collects the acks then.
-A commit's END is logged at the decision too (unforced), so a coordinator that crashes after
-it and before the last ack keeps its acceptors' entries (a leak bounded by crashes).
+coordinator says every participant has the outcome (LEARNED, sent when the last ACK of a commit
+or of an abort arrives, after a forced END; the coordinator resends the decision to those that
+have not acked, as two-phase commit resends COMMIT). That is safe because no leader can ever
+ask again: a leader is started only by an in-doubt participant (each acked after its COMMIT or
+ABORT record was durable, so none is in doubt again, even after a crash; a delayed PREPARE
+finds the transaction finished, or is refused below the horizon), by the coordinator restarting
+with a BEGIN and no END (the END is forced before LEARNED leaves), or is one already running
+(each retires when its own participant learns the outcome; the coordinator's has decided). A
+delayed P1A or P2A of an old leader may still arrive and recreate an entry; its answer goes to
+a leader that is gone, and no new one will run phase 1, so it changes no outcome (the entry is
+a leak bounded by the messages in flight). The unforced LEARNED record keeps a log replay from
+reviving the instances; a crash that loses it revives only the records since the last
+checkpoint. An abort logs no END until its last ack, so a coordinator that crashes before then
+leads the transaction again from its BEGIN after the restart, and collects the acks then. A
+commit's END is logged at the decision too (unforced), so a coordinator that crashes after it
+and before the last ack keeps its acceptors' entries (a leak bounded by crashes).
 """
 
 from __future__ import annotations

@@ -166,6 +166,14 @@ def test_two_conflicting_commits_are_exhausted_under_cooperative():
     assert r.status == "exhausted", r
 
 
+@pytest.mark.slow  # 2,205,027 states, about 11 minutes (1.4 GB), depth-first
+def test_two_conflicting_commits_are_exhausted_under_cooperative_with_a_crash():
+    r = explore.search(lambda: bench.two_commits(commit_protocol="cooperative"), crashes=1,
+                       strategy="dfs")
+    assert r.status == "exhausted", r
+    assert r.states > 2_000_000
+
+
 def test_bad_protocol_settings_are_typed_errors():
     with pytest.raises(kvlab.ConfigurationError, match="commit_protocol"):
         kvlab.Cluster(NODES, commit_protocol="3pc")
