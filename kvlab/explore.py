@@ -85,6 +85,7 @@ from kvlab.cluster import Cluster, _collector_paused
 from kvlab.effects import Outbox
 from kvlab.errors import KvlabError
 from kvlab.messages import TSO, mixed_hash
+from kvlab.node import Fire
 from kvlab.twopc import (
     ABORTED,
     AWAIT_TS,
@@ -312,26 +313,50 @@ def fingerprint(c: Cluster, budgets: tuple[int, ...] = (0, 0, 0, 0)) -> int:
 class _NodeSnap:
     """One node's part of a state: shared by every state in which the node did not change."""
 
-    __slots__ = ("core", "wal", "outbox", "flush_due", "watches", "incarnation", "fp")
+    __slots__ = ("core", "wal", "outbox", "flush_due", "watches", "incarnation", "fp",
+                 "core_fp", "log_fp")
 
-    def __init__(self, c: Cluster, n: Any) -> None:
+    def __init__(self, c: Cluster, n: Any, core_fp: Any = None,
+                 log_fp: tuple | None = None) -> None:
+        """``core_fp``, ``log_fp``: the core's and the log's (with the held outputs) parts,
+        when known (the same core, or the same log and outbox objects, as before)."""
         self.core = core = c._cores[n]
         self.wal = c._wals[n]
         self.outbox = c._outbox[n]
         self.flush_due = c._flush_due[n]
         self.watches = c._watches[n]
         self.incarnation = c._incarnation[n]
-        self.fp = hash((core.fingerprint() if core is not None else None,
-                        self.wal.fingerprint(), self.outbox.fingerprint(), self.flush_due,
+        if core_fp is None and core is not None:
+            core_fp = core.fingerprint()
+        if log_fp is None:
+            log_fp = (self.wal.fingerprint(), self.outbox.fingerprint())
+        self.core_fp, self.log_fp = core_fp, log_fp
+        self.fp = hash((core_fp, *log_fp, self.flush_due,
                         tuple(sorted(self.watches, key=str)) if self.watches else ()))
 
-    def install(self, c: Cluster, n: Any, copy: bool | str) -> None:
-        if copy:  # "log": a flush changes the log and the held outputs, never the core
+    def install(self, c: Cluster, n: Any, copy: Any) -> None:
+        """``copy``: False to share everything (nothing will change this node); True to copy
+        it all; "log" to copy the log and held outputs only (a flush never changes the core);
+        or a core to put in place, the log copied (a transition the search made before)."""
+        if type(copy) is tuple:  # (core, copy the log?, copy the watches?): see _reuse
+            core, log, watches = copy
+            c._cores[n] = core
+            if log:
+                wal = self.wal.clone()
+                outbox = Outbox(wal)
+                outbox.held = list(self.outbox.held)
+                c._wals[n], c._outbox[n] = wal, outbox
+            else:
+                c._wals[n], c._outbox[n] = self.wal, self.outbox
+            c._watches[n] = set(self.watches) if watches else self.watches
+        elif copy is not False:
             wal = self.wal.clone()
             outbox = Outbox(wal)
             outbox.held = list(self.outbox.held)
-            c._cores[n] = self.core.clone() if self.core is not None and copy is True \
-                else self.core
+            if copy is True:
+                c._cores[n] = self.core.clone() if self.core is not None else None
+            else:
+                c._cores[n] = self.core if isinstance(copy, str) else copy
             c._wals[n], c._outbox[n] = wal, outbox
             c._watches[n] = set(self.watches)
         else:  # the choice does not touch this node: share (nothing will change it)
@@ -350,35 +375,33 @@ def _timer_hash(key: tuple) -> int:
 
 
 def _fingerprint(c: Cluster, nodes: dict[Any, _NodeSnap], budgets: tuple[int, ...],
-                 history: list[Any]) -> int:
-    """The state's fingerprint, from the live cluster and its node parts (see module doc)."""
+                 history: list[Any], client: tuple | None = None) -> int:
+    """The state's fingerprint, from the live cluster and its node parts (see module doc);
+    ``client``: :func:`_client_part` of the cluster when known (unchanged by the choice)."""
     net = c.network
     return hash((tuple([ns.fp for ns in nodes.values()]),
                  sum([e.key_hash() for e in net.in_flight.values()]) & _MASK,
                  sum([_TIMER_HASH.get(k) or _timer_hash(k) for k in c._timers]) & _MASK,
                  tuple(sorted(net.groups.items(), key=str)) if net.groups else (),
-                 c.tso.last, tuple([(t.id, t.status) for t in history if t.status != "active"]),
-                 tuple(c._commit_calls), tuple(c._read_calls),
-                 tuple([tuple([(o.key, o.writer, o.version_ts) for o in t.ops if o.kind == "r"])
-                        for t in history]), budgets))
+                 c.tso.last, *(client or _client_part(c, history)), budgets))
 
 
-class _Snap:
-    """A whole state: node parts plus the cluster-level rest (copied once, when new)."""
+def _client_part(c: Cluster, history: list[Any]) -> tuple:
+    """What the clients were told and read, as the fingerprint takes it."""
+    return (tuple([(t.id, t.status) for t in history if t.status != "active"]),
+            tuple(c._commit_calls), tuple(c._read_calls),
+            tuple([tuple([(o.key, o.writer, o.version_ts) for o in t.ops if o.kind == "r"])
+                   for t in history]))
 
-    __slots__ = ("nodes", "in_flight", "groups", "next_id", "timers", "tso", "now", "seq",
-                 "commits", "handles", "reads", "history", "replies", "budgets", "fp")
 
-    def __init__(self, c: Cluster, nodes: dict[Any, _NodeSnap], budgets: tuple[int, ...],
-                 history: list[Any], fp: int) -> None:
-        self.nodes = nodes
-        net = c.network
-        self.in_flight = dict(net.in_flight)
-        self.groups = dict(net.groups)
-        self.next_id = net._next_id
-        self.timers = dict(c._timers)
-        self.tso = (c.tso.last, c.tso.limit)
-        self.now, self.seq = c.now, c._seq
+class _Client:
+    """The client side of a state: the calls still waiting, their handles, the history and
+    the replies kept. Shared by a state and its successors while no choice changes it (only
+    one that tells a client something, a crash or a restart can)."""
+
+    __slots__ = ("commits", "handles", "reads", "history", "replies", "fp")
+
+    def __init__(self, c: Cluster, history: list[Any], fp: tuple | None = None) -> None:
         self.commits = dict(c._commit_calls)
         self.handles = tuple((h, h._result, h.reason, h.commit_ts)
                              for _, _, h in self.commits.values())
@@ -388,19 +411,9 @@ class _Snap:
         self.history = tuple((t, t.status, t.commit_ts, t.reason, tuple(t.ops))
                              for t in history)
         self.replies = dict(c._replies)
-        self.budgets = budgets
-        self.fp = fp
+        self.fp = fp if fp is not None else _client_part(c, history)
 
-    def install(self, c: Cluster, copy: Iterable[Any] = (), log_only: bool = False) -> None:
-        for n, ns in self.nodes.items():
-            ns.install(c, n, ("log" if log_only else True) if n in copy else False)
-        net = c.network
-        net.in_flight = dict(self.in_flight)
-        net.groups = self.groups  # only partition() and heal() change it, never a choice
-        net._next_id = self.next_id
-        c._timers = dict(self.timers)
-        c.tso.last, c.tso.limit = self.tso
-        c.now, c._seq = self.now, self.seq
+    def install(self, c: Cluster) -> None:
         c._commit_calls = dict(self.commits)
         for h, result, reason, ts in self.handles:
             h._result, h.reason, h.commit_ts = result, reason, ts
@@ -412,6 +425,28 @@ class _Snap:
             for h in self.reads.values():
                 h.done, h._value, h.error = False, None, None
         c._replies = dict(self.replies) if self.replies else {}
+
+
+class _Snap:
+    """A whole state: node parts, the client part, plus the cluster-level rest (copied once,
+    when new)."""
+
+    __slots__ = ("nodes", "in_flight", "groups", "next_id", "timers", "tso", "now", "seq",
+                 "client", "budgets", "fp")
+
+    def __init__(self, c: Cluster, nodes: dict[Any, _NodeSnap], budgets: tuple[int, ...],
+                 client: _Client, fp: int) -> None:
+        self.nodes = nodes
+        net = c.network
+        self.in_flight = dict(net.in_flight)
+        self.groups = net.groups  # only partition() and heal() change it, never a choice
+        self.next_id = net._next_id
+        self.timers = dict(c._timers)
+        self.tso = (c.tso.last, c.tso.limit)
+        self.now, self.seq = c.now, c._seq
+        self.client = client
+        self.budgets = budgets
+        self.fp = fp
 
 
 # -- invariants ------------------------------------------------------------------------------------
@@ -591,6 +626,7 @@ _Local = tuple  # a local choice: (node or oracle it changes, taken message's so
 _Made = tuple  # a local choice made somewhere: _Local + (hashes of the sends it merged,)
 _CRASH = "crash"  # a crash's _Local: (node, _CRASH, torn)
 _NONE: frozenset = frozenset()
+_STEPS = 200_000  # core transitions remembered (a few kB each) before the cache starts over
 
 
 class _Search:
@@ -603,13 +639,28 @@ class _Search:
         self.c._exploring = True
         self.c._queue = []
         self.merged: list[int] = []  # messages a choice sent that merged with one in flight
-        net, send = self.c.network, self.c.network.send
+        net = self.c.network
+        # each message's fingerprint, by the message object (a transition made again sends
+        # the same objects): (message, kept alive so the id stays its own; key; mixed hash)
+        self.keys: dict[int, tuple] = {}
 
         def noting_merges(msg: Any, now: int) -> list[Any]:
-            sent = send(msg, now)
-            if not sent:
-                self.merged.append(mixed_hash(msg.key()))
-            return sent
+            """Network.send with merge_identical (and no random duplicates, see _prepare),
+            noting the merges."""
+            got = self.keys.get(id(msg))
+            if got is None:
+                key = msg.key()
+                h = mixed_hash(key)
+                self.keys[id(msg)] = (msg, key, h)
+            else:
+                _, key, h = got
+            for e in net.in_flight.values():
+                if e.key_hash() == h and e._key == key:
+                    self.merged.append(h)
+                    return []
+            env = net.carry(msg, now)
+            env._key, env._hash = key, h
+            return [env]
 
         net.send = noting_merges  # this cluster's network only
         self.watched = False  # a choice armed a peer-up timer: it read whether peers are up
@@ -620,6 +671,10 @@ class _Search:
             arm(only, delay)
 
         self.c._arm_watches = noting_watches  # this cluster only
+        # core transitions made so far: (id of the core, id of the message or the timer key)
+        # -> (that core and input, kept alive so the ids stay theirs; the new core; its
+        # outputs; the new core's fingerprint)
+        self.steps: dict[tuple, tuple] = {}
         self.history = list(self.c.history)
         self.invariants = invariants
         self.end_invariants = end_invariants
@@ -628,8 +683,9 @@ class _Search:
                               tuple(budgets[k] for k in self.names))
 
     def snap(self, nodes: dict[Any, _NodeSnap], budgets: tuple[int, ...]) -> _Snap:
-        fp = _fingerprint(self.c, nodes, budgets, self.history)
-        return _Snap(self.c, nodes, budgets, self.history, fp)
+        self.client = _Client(self.c, self.history)
+        fp = _fingerprint(self.c, nodes, budgets, self.history, self.client.fp)
+        return _Snap(self.c, nodes, budgets, self.client, fp)
 
     def choices(self, s: _Snap) -> list[tuple[Choice, tuple[int, ...], tuple[Any, ...],
                                               _Local | None]]:
@@ -689,6 +745,30 @@ class _Search:
                                 (n, _CRASH, True)))
         return out
 
+    def install(self, s: _Snap, copy: Iterable[Any] = (), how: Any = True) -> None:
+        """Put state ``s`` in the cluster, the nodes in ``copy`` copied (``how``: see
+        :meth:`_NodeSnap.install`), the others shared: nothing changes them."""
+        c = self.c
+        cores, wals, outbox, watches = c._cores, c._wals, c._outbox, c._watches
+        due, inc = c._flush_due, c._incarnation
+        for n, ns in s.nodes.items():
+            if n in copy:
+                ns.install(c, n, how)
+            else:
+                cores[n], wals[n], outbox[n], watches[n] = ns.core, ns.wal, ns.outbox, \
+                    ns.watches
+                due[n], inc[n] = ns.flush_due, ns.incarnation
+        net = c.network
+        net.in_flight = dict(s.in_flight)
+        net.groups = s.groups
+        net._next_id = s.next_id
+        c._timers = dict(s.timers)
+        c.tso.last, c.tso.limit = s.tso
+        c.now, c._seq = s.now, s.seq
+        if self.client is not s.client:  # (else: in place, and no choice since changed it)
+            s.client.install(c)
+            self.client = s.client
+
     def expand(self, s: _Snap, choice: Choice, budgets: tuple[int, ...],
                touched: tuple[Any, ...]
                ) -> tuple[int, dict | None, frozenset | None, str | None]:
@@ -698,25 +778,104 @@ class _Search:
         everything, see :func:`_independent`), and a violation if one shows (an exception
         escaping a handler)."""
         c = self.c
-        s.install(c, touched, log_only=choice.kind == "flush")
+        k = choice.kind
+        # a delivery to a live node or a timer: one core's transition, which depends on that
+        # core and the input alone (a sans-I/O state machine), so one made before (the same
+        # core object, the same message object or timer) is reused instead of made again
+        step = None
+        if ((k == "deliver" and touched) or k == "fire") and not c.network.groups:
+            # (a partition may drop the message before the core sees it: no reuse then)
+            n = touched[0]
+            core = s.nodes[n].core
+            inp = s.in_flight[choice.msg].msg if k == "deliver" else choice.key
+            step = (id(core), id(inp) if k == "deliver" else inp)
+            made = self.steps.get(step)
+            if made is not None:
+                return self._reuse(s, choice, budgets, n, made)
+        self.install(s, touched, "log" if k == "flush" else True)
         told = len(c._commit_calls), len(c._read_calls), len(c._replies)
         self.merged.clear()
         self.watched = False
         try:
-            _apply_fast(c, choice)
+            if step is None:
+                _apply_fast(c, choice)
+            else:
+                new = c._cores[n]
+                if k == "deliver":
+                    c._take(choice.msg)
+                    out = new.deliver(inp)
+                else:
+                    del c._timers[(n, inp)]
+                    out = new.handle(Fire(inp))
+                c._apply(n, out)
         except Exception as e:  # noqa: BLE001 - any exception escaping a handler is a finding
+            self.client = None
             return 0, None, None, f"{type(e).__name__} raised by {choice}: {e}"
-        merged = None if self.watched or told != (len(c._commit_calls), len(c._read_calls),
-                                                  len(c._replies)) else \
-            frozenset(self.merged) if self.merged else _NONE
+        merged = self._merged(told, k)
         nodes = dict(s.nodes)
-        for n in touched:
-            nodes[n] = _NodeSnap(c, n)
-        return _fingerprint(c, nodes, budgets, self.history), nodes, merged, None
+        if step is None:
+            for n in touched:
+                nodes[n] = _NodeSnap(c, n)
+        else:
+            fp = new.fingerprint()
+            if len(self.steps) >= _STEPS:
+                self.steps.clear()  # (caches: forgetting only costs time)
+                self.keys.clear()
+            self.steps[step] = (core, inp, new, out, fp)
+            nodes[n] = _NodeSnap(c, n, fp)
+        client = self.client.fp if self.client is not None else None
+        return _fingerprint(c, nodes, budgets, self.history, client), nodes, merged, None
+
+    def _reuse(self, s: _Snap, choice: Choice, budgets: tuple[int, ...], n: Any,
+               made: tuple) -> tuple[int, dict | None, frozenset | None, str | None]:
+        """:meth:`expand` with the core's transition made before: the new core (never
+        changed once made: every later transition starts from a copy) and its outputs (never
+        changed by the driver), carried out as ``Cluster._arrive`` / ``_fire`` would."""
+        c = self.c
+        _core, inp, new, out, fp = made
+        # what carrying the outputs out can change at the node: the log and the held outputs
+        # (records to append, or outputs to hold until the next flush), the watches
+        ns = s.nodes[n]
+        log = bool(out._records) or ns.wal.forced_lsn > ns.wal.flushed_lsn
+        self.install(s, (n,), (new, log, bool(out._watch)))
+        told = len(c._commit_calls), len(c._read_calls), len(c._replies)
+        self.merged.clear()
+        self.watched = False
+        try:
+            if choice.kind == "deliver":
+                c._take(choice.msg)
+            else:
+                del c._timers[(n, inp)]
+            c._apply(n, out)
+        except Exception as e:  # noqa: BLE001 - any exception escaping a handler is a finding
+            self.client = None
+            return 0, None, None, f"{type(e).__name__} raised by {choice}: {e}"
+        merged = self._merged(told, choice.kind)
+        nodes = dict(s.nodes)
+        nodes[n] = _NodeSnap(c, n, fp, None if log else ns.log_fp)
+        client = self.client.fp if self.client is not None else None
+        return _fingerprint(c, nodes, budgets, self.history, client), nodes, merged, None
+
+    def _merged(self, told: tuple[int, int, int], kind: str) -> frozenset | None:
+        """The hashes of the sends the choice just made that merged with messages in flight;
+        None if it told a client something or armed a peer-up timer (see expand). A choice
+        that told a client something, a crash or a restart may change the client part: the
+        one installed is then not known to be in place any more."""
+        c = self.c
+        if told != (len(c._commit_calls), len(c._read_calls), len(c._replies)):
+            self.client = None
+            return None
+        if kind == "crash" or kind == "restart":
+            self.client = None
+        if self.watched:
+            return None
+        return frozenset(self.merged) if self.merged else _NONE
 
     def make(self, nodes: dict[Any, _NodeSnap], budgets: tuple[int, ...], fp: int) -> _Snap:
         """The state :meth:`expand` just reached, as a snapshot."""
-        return _Snap(self.c, nodes, budgets, self.history, fp)
+        if self.client is None:
+            self.client = _Client(self.c, self.history)
+        return _Snap(self.c, nodes, budgets, self.client, fp)
 
     def check(self) -> str | None:
         for inv in self.invariants:
@@ -732,7 +891,8 @@ class _Search:
     def end_check(self, s: _Snap) -> str | None:
         """Restart every crashed node, run to quiet, and check the end invariants."""
         c = self.c
-        s.install(c, c.ids)
+        self.install(s, c.ids)
+        self.client = None  # (the run below changes it)
         c._requeue()
         try:
             for n in c.ids:
@@ -837,7 +997,7 @@ def _run(setup: Callable[[], Cluster], budgets: dict[str, int], invariants: list
             link = parents[fp]
         return Schedule(reversed(steps))
 
-    s.root.install(s.c)
+    s.install(s.root)
     violation = s.check()
     if violation:
         return Result("violation", 1, 0, time.perf_counter() - start, violation, Schedule(),

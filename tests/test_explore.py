@@ -298,8 +298,10 @@ def test_different_states_never_share_a_fingerprint(monkeypatch, setup, crashes,
     clashes = []
     real = explore._fingerprint
 
-    def checked(c: Any, nodes: Any, budgets: Any, history: Any) -> int:
-        fp = real(c, nodes, budgets, history)
+    def checked(c: Any, nodes: Any, budgets: Any, history: Any, client: Any = None) -> int:
+        # the client part the search kept from an earlier state is the cluster's still
+        assert client is None or client == explore._client_part(c, history)
+        fp = real(c, nodes, budgets, history, client)
         state = exact_state(c, nodes, budgets, history)
         loose = (tuple((p[0], p[1], *p[4:]) for p in state[0]), *state[1:])  # logs as multisets
         if fp in seen and seen[fp][1] != loose:
