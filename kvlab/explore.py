@@ -36,7 +36,14 @@ have the same set of futures, up to renaming message ids, so exploring one is en
 are 64-bit: with a million states the chance of any collision is below one in ten million.
 
 Snapshots are cheap: nodes are copied on write (a choice changes one node, a restart all of
-them), and each node's part of the fingerprint is computed once per copy.
+them), and each node's part of the fingerprint is computed once per copy. A node's core is a
+sans-I/O state machine, so a delivery or a timer makes the same transition from the same core
+object with the same message object (or timer), whatever the rest of the state: the search
+makes each such transition once and reuses the new core and its outputs wherever it recurs
+(only the driver's part, log and network, runs again), and with them their part of the
+fingerprint and of :func:`safety`. The client part (calls waiting, handles, history) is shared
+by a state and its successors until a choice tells a client something, crashes or restarts
+a node.
 
 **The reduction** (``reduce=True``, the default) makes fewer choices, never fewer states. A
 delivery or a flush changes one node (or the oracle) and only adds messages for the others; a
@@ -77,6 +84,7 @@ import warnings
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 
 from kvlab.audit import audit
@@ -85,6 +93,7 @@ from kvlab.cluster import Cluster, _collector_paused
 from kvlab.effects import Outbox
 from kvlab.errors import KvlabError
 from kvlab.messages import TSO, mixed_hash
+from kvlab.network import Envelope
 from kvlab.node import Fire
 from kvlab.twopc import (
     ABORTED,
@@ -366,12 +375,16 @@ class _NodeSnap:
         c._incarnation[n] = self.incarnation
 
 
-_TIMER_HASH: dict[tuple, int] = {}  # a timer's mixed hash: few distinct timers, many states
+class _TimerHashes(dict):
+    """A timer's mixed hash, made on first use: few distinct timers, many states."""
+
+    def __missing__(self, key: tuple) -> int:
+        h = self[key] = mixed_hash(key) or 1  # (never 0, as it always was)
+        return h
 
 
-def _timer_hash(key: tuple) -> int:
-    h = _TIMER_HASH[key] = mixed_hash(key) or 1  # (never 0, so .get() or ... caches it)
-    return h
+_TIMER_HASH = _TimerHashes()
+_NODE_FP = attrgetter("fp")
 
 
 def _fingerprint(c: Cluster, nodes: dict[Any, _NodeSnap], budgets: tuple[int, ...],
@@ -379,9 +392,9 @@ def _fingerprint(c: Cluster, nodes: dict[Any, _NodeSnap], budgets: tuple[int, ..
     """The state's fingerprint, from the live cluster and its node parts (see module doc);
     ``client``: :func:`_client_part` of the cluster when known (unchanged by the choice)."""
     net = c.network
-    return hash((tuple([ns.fp for ns in nodes.values()]),
-                 sum([e.key_hash() for e in net.in_flight.values()]) & _MASK,
-                 sum([_TIMER_HASH.get(k) or _timer_hash(k) for k in c._timers]) & _MASK,
+    return hash((tuple(map(_NODE_FP, nodes.values())),
+                 sum(map(Envelope.key_hash, net.in_flight.values())) & _MASK,
+                 sum(map(_TIMER_HASH.__getitem__, c._timers)) & _MASK,
                  tuple(sorted(net.groups.items(), key=str)) if net.groups else (),
                  c.tso.last, *(client or _client_part(c, history)), budgets))
 
@@ -479,23 +492,32 @@ def safety(c: Cluster) -> str | None:
     """Checked on every state: atomicity on the replicas, reported commits kept, and reported
     aborts kept (no write of a transaction its client was told aborted is applied anywhere:
     one-phase commit's participant decides after the client may have heard)."""
+    return _safety(c, _core_facts)
+
+
+def _core_facts(core: Any) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
+    """What :func:`safety` reads of one core: the writers of its versions (in order of first
+    appearance), and its aborted records (transaction, role), participant's first."""
+    writers = dict.fromkeys(v.writer for chain in core.store.chains.values() for v in chain)
+    return tuple(writers), tuple(
+        [(t.id, "participant") for t in core.participant.txs.values() if t.state == ABORTED]
+        + [(t.id, "coordinator") for t in core.coordinator.txs.values() if t.state == ABORTED])
+
+
+def _safety(c: Cluster, facts: Callable[[Any], tuple]) -> str | None:
+    """:func:`safety`, with each core's facts from ``facts`` (the search remembers them per
+    core: a core never changes once it is part of a state)."""
     applied: dict[str, list[Any]] = {}
     aborted: dict[str, list[str]] = {}
     for n in c.ids:
         core = c._cores[n]
         if core is None:
             continue
-        for chain in core.store.chains.values():
-            for v in chain:
-                where = applied.setdefault(v.writer, [])
-                if n not in where:
-                    where.append(n)
-        for t in core.participant.txs.values():
-            if t.state == ABORTED:
-                aborted.setdefault(t.id, []).append(f"{n} (participant)")
-        for t in core.coordinator.txs.values():
-            if t.state == ABORTED:
-                aborted.setdefault(t.id, []).append(f"{n} (coordinator)")
+        writers, gone = facts(core)
+        for w in writers:
+            applied.setdefault(w, []).append(n)
+        for tx, role in gone:
+            aborted.setdefault(tx, []).append(f"{n} ({role})")
     for tx, nodes in applied.items():
         if tx in aborted:
             return (f"{tx}'s writes are applied on {', '.join(map(str, nodes))} but {tx} "
@@ -673,8 +695,12 @@ class _Search:
         self.c._arm_watches = noting_watches  # this cluster only
         # core transitions made so far: (id of the core, id of the message or the timer key)
         # -> (that core and input, kept alive so the ids stay theirs; the new core; its
-        # outputs; the new core's fingerprint)
+        # outputs; the new core's fingerprint; the hashes of the records it appended)
         self.steps: dict[tuple, tuple] = {}
+        self.facts_of: dict[int, tuple] = {}  # id of a core -> (its facts for safety, it)
+        self.verdicts: dict[tuple, tuple] = {}  # ids of the cores and client part -> safety
+        self.envs: dict[int, tuple] = {}  # id of an envelope -> (it, its delivery, identity)
+        self.labelled: dict[tuple, Choice] = {}  # the other choices, made once
         self.history = list(self.c.history)
         self.invariants = invariants
         self.end_invariants = end_invariants
@@ -704,12 +730,19 @@ class _Search:
             out.append((Choice("fire", node=node, key=key,
                                label=f"send {node}'s batch to {key[1]}"), s.budgets, (node,),
                         None))
+        envs = self.envs
+        if len(envs) >= _STEPS:
+            self.forget()
         for env in sorted(s.in_flight.values(), key=lambda e: e.id):
-            m = env.msg
-            dst = m.dst
+            got = envs.get(id(env))
+            if got is None:  # (an envelope is never changed, and is shared by states)
+                m = env.msg
+                got = envs[id(env)] = (env, Choice("deliver", msg=env.id,
+                                                   label=_msg_label("deliver", env)),
+                                       (m.dst, m.src, env.key_hash()))
+            dst = got[2][0]
             touched = () if dst == TSO or s.nodes[dst].core is None else (dst,)
-            out.append((Choice("deliver", msg=env.id, label=_msg_label("deliver", env)),
-                        s.budgets, touched, (dst, m.src, env.key_hash())))
+            out.append((got[1], s.budgets, touched, got[2]))
             if drops:
                 out.append((Choice("drop", msg=env.id, label=_msg_label("drop", env)),
                             (crashes, drops - 1, dups, early), (), None))
@@ -720,16 +753,23 @@ class _Search:
         later = s.budgets if quiet else (crashes, drops, dups, early - 1)
         if not quiet and not early:
             later = None
+        made = self.labelled
         for n, ns in s.nodes.items():
             if ns.flush_due:
-                out.append((Choice("flush", node=n, label=f"flush {n}'s log"), s.budgets, (n,),
-                            (n, None, None)))
+                choice = made.get(("flush", n))
+                if choice is None:
+                    choice = made["flush", n] = Choice("flush", node=n, label=f"flush {n}'s log")
+                out.append((choice, s.budgets, (n,), (n, None, None)))
         for node, key in sorted((t for t in s.timers if t[1][0] != "batch"),
                                 key=lambda k: (str(k[0]), repr(k[1]))) \
                 if later is not None else ():
-            label = f"fire {node}'s timer {' '.join(map(str, key))}" + (
-                "" if quiet else " (early)")
-            out.append((Choice("fire", node=node, key=key, label=label), later, (node,), None))
+            choice = made.get(("fire", node, key, quiet))
+            if choice is None:
+                label = f"fire {node}'s timer {' '.join(map(str, key))}" + (
+                    "" if quiet else " (early)")
+                choice = made["fire", node, key, quiet] = Choice("fire", node=node, key=key,
+                                                                 label=label)
+            out.append((choice, later, (node,), None))
         for n, ns in s.nodes.items():
             if ns.core is None:
                 if later is not None:
@@ -759,10 +799,10 @@ class _Search:
                     ns.watches
                 due[n], inc[n] = ns.flush_due, ns.incarnation
         net = c.network
-        net.in_flight = dict(s.in_flight)
+        net.in_flight = s.in_flight.copy()
         net.groups = s.groups
         net._next_id = s.next_id
-        c._timers = dict(s.timers)
+        c._timers = s.timers.copy()
         c.tso.last, c.tso.limit = s.tso
         c.now, c._seq = s.now, s.seq
         if self.client is not s.client:  # (else: in place, and no choice since changed it)
@@ -814,17 +854,24 @@ class _Search:
         merged = self._merged(told, k)
         nodes = dict(s.nodes)
         if step is None:
-            for n in touched:
-                nodes[n] = _NodeSnap(c, n)
+            for n in touched:  # (a flush keeps the core, and its fingerprint)
+                nodes[n] = _NodeSnap(c, n, s.nodes[n].core_fp if k == "flush" else None)
         else:
             fp = new.fingerprint()
             if len(self.steps) >= _STEPS:
-                self.steps.clear()  # (caches: forgetting only costs time)
-                self.keys.clear()
-            self.steps[step] = (core, inp, new, out, fp)
+                self.forget()
+            recs = out._records
+            hs = tuple(map(_record_hash, c._wals[n].unflushed[-len(recs):])) if recs else ()
+            self.steps[step] = (core, inp, new, out, fp, hs)
             nodes[n] = _NodeSnap(c, n, fp)
         client = self.client.fp if self.client is not None else None
         return _fingerprint(c, nodes, budgets, self.history, client), nodes, merged, None
+
+    def forget(self) -> None:
+        """Empty the caches (only time is lost: each keeps alive the objects it is keyed by,
+        which would otherwise go with the states the search is done with)."""
+        for cache in (self.steps, self.keys, self.facts_of, self.envs, self.verdicts):
+            cache.clear()
 
     def _reuse(self, s: _Snap, choice: Choice, budgets: tuple[int, ...], n: Any,
                made: tuple) -> tuple[int, dict | None, frozenset | None, str | None]:
@@ -832,7 +879,7 @@ class _Search:
         changed once made: every later transition starts from a copy) and its outputs (never
         changed by the driver), carried out as ``Cluster._arrive`` / ``_fire`` would."""
         c = self.c
-        _core, inp, new, out, fp = made
+        _core, inp, new, out, fp, hs = made
         # what carrying the outputs out can change at the node: the log and the held outputs
         # (records to append, or outputs to hold until the next flush), the watches
         ns = s.nodes[n]
@@ -850,6 +897,11 @@ class _Search:
         except Exception as e:  # noqa: BLE001 - any exception escaping a handler is a finding
             self.client = None
             return 0, None, None, f"{type(e).__name__} raised by {choice}: {e}"
+        if hs:  # the records just appended hash as they did the first time
+            for rec, r, h in zip(c._wals[n].unflushed[-len(hs):], out._records, hs,
+                                 strict=False):
+                if rec.h is None and rec.data is r.data and rec.type == r.type:
+                    rec.h = h
         merged = self._merged(told, choice.kind)
         nodes = dict(s.nodes)
         nodes[n] = _NodeSnap(c, n, fp, None if log else ns.log_fp)
@@ -877,9 +929,29 @@ class _Search:
             self.client = _Client(self.c, self.history)
         return _Snap(self.c, nodes, budgets, self.client, fp)
 
+    def facts(self, core: Any) -> tuple:
+        """:func:`_core_facts`, remembered per core object (kept alive with them)."""
+        got = self.facts_of.get(id(core))
+        if got is None:
+            got = self.facts_of[id(core)] = (_core_facts(core), core)
+        return got[0]
+
+    def safety(self) -> str | None:
+        """:func:`safety` of the cluster's state, remembered per combination of cores and
+        client part (all it reads; none of them changes once part of a state)."""
+        c = self.c
+        key = (*map(id, c._cores.values()), id(self.client))
+        got = self.verdicts.get(key)
+        if got is None:
+            if len(self.verdicts) >= _STEPS:
+                self.forget()
+            got = self.verdicts[key] = (_safety(c, self.facts), tuple(c._cores.values()),
+                                        self.client)
+        return got[0]
+
     def check(self) -> str | None:
         for inv in self.invariants:
-            why = inv(self.c)
+            why = self.safety() if inv is safety else inv(self.c)
             if why:
                 return why
         return None
