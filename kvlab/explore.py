@@ -43,7 +43,9 @@ makes each such transition once and reuses the new core and its outputs wherever
 (only the driver's part, log and network, runs again), and with them their part of the
 fingerprint and of :func:`safety`. The client part (calls waiting, handles, history) is shared
 by a state and its successors until a choice tells a client something, crashes or restarts
-a node.
+a node. When a reused transition only sends messages and sets or cancels timers, the new
+state's fingerprint is worked out without making it, and a state already found is not made
+again; a new one is made, and must come out with the fingerprint worked out (checked).
 
 **The reduction** (``reduce=True``, the default) makes fewer choices, never fewer states. A
 delivery or a flush changes one node (or the oracle) and only adds messages for the others; a
@@ -445,7 +447,7 @@ class _Snap:
     when new)."""
 
     __slots__ = ("nodes", "in_flight", "groups", "next_id", "timers", "tso", "now", "seq",
-                 "client", "budgets", "fp")
+                 "client", "budgets", "fp", "flight")
 
     def __init__(self, c: Cluster, nodes: dict[Any, _NodeSnap], budgets: tuple[int, ...],
                  client: _Client, fp: int) -> None:
@@ -460,6 +462,7 @@ class _Snap:
         self.client = client
         self.budgets = budgets
         self.fp = fp
+        self.flight: int | None = None  # the messages' part of the fingerprint, once needed
 
 
 # -- invariants ------------------------------------------------------------------------------------
@@ -697,6 +700,7 @@ class _Search:
         # -> (that core and input, kept alive so the ids stay theirs; the new core; its
         # outputs; the new core's fingerprint; the hashes of the records it appended)
         self.steps: dict[tuple, tuple] = {}
+        self.known: dict[int, Any] = {}  # the states found so far (the search's parents)
         self.facts_of: dict[int, tuple] = {}  # id of a core -> (its facts for safety, it)
         self.verdicts: dict[tuple, tuple] = {}  # ids of the cores and client part -> safety
         self.envs: dict[int, tuple] = {}  # id of an envelope -> (it, its delivery, identity)
@@ -810,13 +814,14 @@ class _Search:
             self.client = s.client
 
     def expand(self, s: _Snap, choice: Choice, budgets: tuple[int, ...],
-               touched: tuple[Any, ...]
+               touched: tuple[Any, ...], predict: bool = True
                ) -> tuple[int, dict | None, frozenset | None, str | None]:
         """Apply ``choice`` at ``s``, leaving the cluster in the new state: its fingerprint,
         its node parts (for :meth:`make`), the messages it sent that merged with identical
         ones in flight (None if it told a client something: then it is dependent on
         everything, see :func:`_independent`), and a violation if one shows (an exception
-        escaping a handler)."""
+        escaping a handler). With ``predict``, a state already known may come back without
+        node parts and with the cluster unchanged (see :meth:`_predict`)."""
         c = self.c
         k = choice.kind
         # a delivery to a live node or a timer: one core's transition, which depends on that
@@ -831,7 +836,14 @@ class _Search:
             step = (id(core), id(inp) if k == "deliver" else inp)
             made = self.steps.get(step)
             if made is not None:
-                return self._reuse(s, choice, budgets, n, made)
+                guess = self._predict(s, choice, budgets, n, made) if predict else None
+                if guess is not None and guess[0] in self.known:
+                    return guess[0], None, guess[1], None  # (the cluster is left as it was)
+                got = self._reuse(s, choice, budgets, n, made)
+                if guess is not None and got[3] is None and (got[0], got[2]) != guess:
+                    raise ExploreError(f"kvlab.explore's prediction of {choice} differs from "
+                                       f"making it: please report this")
+                return got
         self.install(s, touched, "log" if k == "flush" else True)
         told = len(c._commit_calls), len(c._read_calls), len(c._replies)
         self.merged.clear()
@@ -866,6 +878,58 @@ class _Search:
             nodes[n] = _NodeSnap(c, n, fp)
         client = self.client.fp if self.client is not None else None
         return _fingerprint(c, nodes, budgets, self.history, client), nodes, merged, None
+
+    def _predict(self, s: _Snap, choice: Choice, budgets: tuple[int, ...], n: Any,
+                 made: tuple) -> tuple[int, frozenset] | None:
+        """The fingerprint and merged sends :meth:`_reuse` would give, worked out from ``s``
+        alone, without changing the cluster, for a transition whose outputs only send
+        messages and set or cancel timers (no records, nothing held back, no client told, no
+        peer watched): what ``Cluster._apply`` then does is just that. None for any other.
+        Used only to recognise states already found; a new one is made for real, and its
+        fingerprint must agree (checked)."""
+        _core, inp, _new, out, fp, _hs = made
+        if out._records or out._replies or out._outcomes or out._watch:
+            return None
+        ns = s.nodes[n]
+        if ns.wal.forced_lsn > ns.wal.flushed_lsn:
+            return None  # (the outputs would be held until a flush)
+        flight = s.in_flight
+        total = s.flight
+        if total is None:
+            total = s.flight = sum(map(Envelope.key_hash, flight.values()))
+        taken = flight[choice.msg] if choice.kind == "deliver" else None
+        if taken is not None:
+            total -= taken.key_hash()
+        merged: list[int] = []
+        sent: list[tuple] = []
+        keys = self.keys
+        for msg in out._messages or ():  # noting_merges, without sending
+            got = keys.get(id(msg))
+            if got is None:
+                key = msg.key()
+                h = mixed_hash(key)
+                keys[id(msg)] = (msg, key, h)
+            else:
+                _, key, h = got
+            if (h, key) in sent or any(e is not taken and e.key_hash() == h and e._key == key
+                                       for e in flight.values()):
+                merged.append(h)
+            else:
+                sent.append((h, key))
+                total += h
+        timers = s.timers.copy()  # Cluster._fire, _apply and _release on the keys
+        if taken is None:
+            del timers[(n, inp)]
+        for key in out._cancel or ():
+            timers.pop((n, key), None)
+        for key, _delay in out._timers or ():
+            timers[(n, key)] = 0
+        node = hash((fp, *ns.log_fp, ns.flush_due,
+                     tuple(sorted(ns.watches, key=str)) if ns.watches else ()))
+        fps = tuple([node if m == n else o.fp for m, o in s.nodes.items()])
+        return hash((fps, total & _MASK, sum(map(_TIMER_HASH.__getitem__, timers)) & _MASK,
+                     (), s.tso[0], *s.client.fp, budgets)), \
+            frozenset(merged) if merged else _NONE
 
     def forget(self) -> None:
         """Empty the caches (only time is lost: each keeps alive the objects it is keyed by,
@@ -1050,6 +1114,7 @@ def _run(setup: Callable[[], Cluster], budgets: dict[str, int], invariants: list
     start = time.perf_counter()
     root = s.root
     parents: dict[int, tuple[int, Choice] | None] = {root.fp: None}
+    s.known = parents
     # the reduction's books: the sleep set stored with each state (when not empty), with its
     # depth; the states found but not expanded yet (a revisit there just shrinks the set)
     sleep: dict[int, tuple[frozenset, int]] = {}
@@ -1128,6 +1193,13 @@ def _run(setup: Callable[[], Cluster], budgets: dict[str, int], invariants: list
                             else:
                                 del sleep[cfp]
                             if cfp not in waiting:
+                                if nodes is None:  # only predicted: make it for real
+                                    got = s.expand(state, choice, budgets, touched, False)
+                                    if got[0] != cfp or got[2] != merged or got[3]:
+                                        raise ExploreError(
+                                            f"kvlab.explore's prediction of {choice} differs "
+                                            f"from making it: please report this")
+                                    nodes = got[1]
                                 frontier.append((s.make(nodes, budgets, cfp), dx, zx - zc))
                         continue
                     parents[cfp] = (fp, choice)
