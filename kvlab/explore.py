@@ -651,7 +651,7 @@ _Local = tuple  # a local choice: (node or oracle it changes, taken message's so
 _Made = tuple  # a local choice made somewhere: _Local + (hashes of the sends it merged,)
 _CRASH = "crash"  # a crash's _Local: (node, _CRASH, torn)
 _NONE: frozenset = frozenset()
-_STEPS = 200_000  # core transitions remembered (a few kB each) before the cache starts over
+_STEPS = 50_000  # entries a cache holds (a core transition: a few kB) before all start over
 
 
 class _Search:
@@ -739,7 +739,9 @@ class _Search:
         envs = self.envs
         if len(envs) >= _STEPS:
             self.forget()
-        for env in sorted(s.in_flight.values(), key=lambda e: e.id):
+        flight = s.in_flight
+        for i in sorted(flight):  # (keyed by the envelopes' ids)
+            env = flight[i]
             got = envs.get(id(env))
             if got is None:  # (an envelope is never changed, and is shared by states)
                 m = env.msg
@@ -957,7 +959,7 @@ class _Search:
         self.watched = False
         try:
             if choice.kind == "deliver":
-                c._take(choice.msg)
+                del c.network.in_flight[choice.msg]  # (Cluster._take: the id is in flight)
             else:
                 del c._timers[(n, inp)]
             c._apply(n, out)
