@@ -347,9 +347,10 @@ class _NodeSnap:
 
     def install(self, c: Cluster, n: Any, copy: Any) -> None:
         """``copy``: False to share everything (nothing will change this node); True to copy
-        it all; "log" to copy the log and held outputs only (a flush never changes the core);
-        or a core to put in place, the log copied (a transition the search made before)."""
-        if type(copy) is tuple:  # (core, copy the log?, copy the watches?): see _reuse
+        it all; "log" to copy the log, held outputs and watches only (a flush never changes
+        the core, a crash drops it); or (core, copy the log?, copy the watches?): that core
+        in place, for a transition the search made before (see _reuse)."""
+        if type(copy) is tuple:
             core, log, watches = copy
             c._cores[n] = core
             if log:
@@ -849,7 +850,8 @@ class _Search:
                     raise ExploreError(f"kvlab.explore's prediction of {choice} differs from "
                                        f"making it: please report this")
                 return got
-        self.install(s, touched, "log" if k == "flush" else True)
+        # a flush never changes the core, and a crash drops it: copy the log only
+        self.install(s, touched, "log" if k == "flush" or k == "crash" else True)
         told = len(c._commit_calls), len(c._read_calls), len(c._replies)
         self.merged.clear()
         self.watched = False
