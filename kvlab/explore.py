@@ -1064,8 +1064,15 @@ def _apply_fast(c: Cluster, choice: Choice) -> None:
         c._fire(choice.node, choice.key)
     elif k == "flush":
         c._flush(choice.node)
+    elif k == "crash":
+        _CRASH_NODE(c, choice.node, torn=choice.torn)
     else:
         choice.apply(c)
+
+
+# Cluster.crash without the public layer (its lock, journal and traceback trimming: the
+# search holds no other thread, keeps no journal, and reports an exception by its message)
+_CRASH_NODE = getattr(Cluster.crash, "__wrapped__", Cluster.crash)
 
 
 def search(setup: Callable[[], Cluster], crashes: int = 1, drops: int = 0,
