@@ -38,7 +38,8 @@ are 64-bit: with a million states the chance of any collision is below one in te
 Snapshots are cheap: nodes are copied on write (a choice changes one node, a restart all of
 them), and each node's part of the fingerprint is computed once per copy. A node's core is a
 sans-I/O state machine, so a delivery or a timer makes the same transition from the same core
-object with the same message object (or timer), whatever the rest of the state: the search
+object with the same message object (or timer), whatever the rest of the state (unless
+``setup`` partitioned the network, which may drop the message first: no reuse then): the search
 makes each such transition once and reuses the new core and its outputs wherever it recurs
 (only the driver's part, log and network, runs again), and with them their part of the
 fingerprint and of :func:`safety`. The client part (calls waiting, handles, history) is shared
