@@ -36,7 +36,17 @@ have the same set of futures, up to renaming message ids, so exploring one is en
 are 64-bit: with a million states the chance of any collision is below one in ten million.
 
 Snapshots are cheap: nodes are copied on write (a choice changes one node, a restart all of
-them), and each node's part of the fingerprint is computed once per copy.
+them), and each node's part of the fingerprint is computed once per copy. A node's core is a
+sans-I/O state machine, so a delivery or a timer makes the same transition from the same core
+object with the same message object (or timer), whatever the rest of the state (unless
+``setup`` partitioned the network, which may drop the message first: no reuse then): the search
+makes each such transition once and reuses the new core and its outputs wherever it recurs
+(only the driver's part, log and network, runs again), and with them their part of the
+fingerprint and of :func:`safety`. The client part (calls waiting, handles, history) is shared
+by a state and its successors until a choice tells a client something, crashes or restarts
+a node. When a reused transition only sends messages and sets or cancels timers, the new
+state's fingerprint is worked out without making it, and a state already found is not made
+again; a new one is made, and must come out with the fingerprint worked out (checked).
 
 **The reduction** (``reduce=True``, the default) makes fewer choices, never fewer states. A
 delivery or a flush changes one node (or the oracle) and only adds messages for the others; a
@@ -77,6 +87,7 @@ import warnings
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 
 from kvlab.audit import audit
@@ -85,6 +96,8 @@ from kvlab.cluster import Cluster, _collector_paused
 from kvlab.effects import Outbox
 from kvlab.errors import KvlabError
 from kvlab.messages import TSO, mixed_hash
+from kvlab.network import Envelope
+from kvlab.node import Fire
 from kvlab.twopc import (
     ABORTED,
     AWAIT_TS,
@@ -312,26 +325,51 @@ def fingerprint(c: Cluster, budgets: tuple[int, ...] = (0, 0, 0, 0)) -> int:
 class _NodeSnap:
     """One node's part of a state: shared by every state in which the node did not change."""
 
-    __slots__ = ("core", "wal", "outbox", "flush_due", "watches", "incarnation", "fp")
+    __slots__ = ("core", "wal", "outbox", "flush_due", "watches", "incarnation", "fp",
+                 "core_fp", "log_fp")
 
-    def __init__(self, c: Cluster, n: Any) -> None:
+    def __init__(self, c: Cluster, n: Any, core_fp: Any = None,
+                 log_fp: tuple | None = None) -> None:
+        """``core_fp``, ``log_fp``: the core's and the log's (with the held outputs) parts,
+        when known (the same core, or the same log and outbox objects, as before)."""
         self.core = core = c._cores[n]
         self.wal = c._wals[n]
         self.outbox = c._outbox[n]
         self.flush_due = c._flush_due[n]
         self.watches = c._watches[n]
         self.incarnation = c._incarnation[n]
-        self.fp = hash((core.fingerprint() if core is not None else None,
-                        self.wal.fingerprint(), self.outbox.fingerprint(), self.flush_due,
+        if core_fp is None and core is not None:
+            core_fp = core.fingerprint()
+        if log_fp is None:
+            log_fp = (self.wal.fingerprint(), self.outbox.fingerprint())
+        self.core_fp, self.log_fp = core_fp, log_fp
+        self.fp = hash((core_fp, *log_fp, self.flush_due,
                         tuple(sorted(self.watches, key=str)) if self.watches else ()))
 
-    def install(self, c: Cluster, n: Any, copy: bool | str) -> None:
-        if copy:  # "log": a flush changes the log and the held outputs, never the core
+    def install(self, c: Cluster, n: Any, copy: Any) -> None:
+        """``copy``: False to share everything (nothing will change this node); True to copy
+        it all; "log" to copy the log, held outputs and watches only (a flush never changes
+        the core, a crash drops it); or (core, copy the log?, copy the watches?): that core
+        in place, for a transition the search made before (see _reuse)."""
+        if type(copy) is tuple:
+            core, log, watches = copy
+            c._cores[n] = core
+            if log:
+                wal = self.wal.clone()
+                outbox = Outbox(wal)
+                outbox.held = list(self.outbox.held)
+                c._wals[n], c._outbox[n] = wal, outbox
+            else:
+                c._wals[n], c._outbox[n] = self.wal, self.outbox
+            c._watches[n] = set(self.watches) if watches else self.watches
+        elif copy is not False:
             wal = self.wal.clone()
             outbox = Outbox(wal)
             outbox.held = list(self.outbox.held)
-            c._cores[n] = self.core.clone() if self.core is not None and copy is True \
-                else self.core
+            if copy is True:
+                c._cores[n] = self.core.clone() if self.core is not None else None
+            else:
+                c._cores[n] = self.core if isinstance(copy, str) else copy
             c._wals[n], c._outbox[n] = wal, outbox
             c._watches[n] = set(self.watches)
         else:  # the choice does not touch this node: share (nothing will change it)
@@ -341,44 +379,46 @@ class _NodeSnap:
         c._incarnation[n] = self.incarnation
 
 
-_TIMER_HASH: dict[tuple, int] = {}  # a timer's mixed hash: few distinct timers, many states
+class _TimerHashes(dict):
+    """A timer's mixed hash, made on first use: few distinct timers, many states."""
+
+    def __missing__(self, key: tuple) -> int:
+        h = self[key] = mixed_hash(key) or 1  # (never 0, as it always was)
+        return h
 
 
-def _timer_hash(key: tuple) -> int:
-    h = _TIMER_HASH[key] = mixed_hash(key) or 1  # (never 0, so .get() or ... caches it)
-    return h
+_TIMER_HASH = _TimerHashes()
+_NODE_FP = attrgetter("fp")
 
 
 def _fingerprint(c: Cluster, nodes: dict[Any, _NodeSnap], budgets: tuple[int, ...],
-                 history: list[Any]) -> int:
-    """The state's fingerprint, from the live cluster and its node parts (see module doc)."""
+                 history: list[Any], client: tuple | None = None) -> int:
+    """The state's fingerprint, from the live cluster and its node parts (see module doc);
+    ``client``: :func:`_client_part` of the cluster when known (unchanged by the choice)."""
     net = c.network
-    return hash((tuple([ns.fp for ns in nodes.values()]),
-                 sum([e.key_hash() for e in net.in_flight.values()]) & _MASK,
-                 sum([_TIMER_HASH.get(k) or _timer_hash(k) for k in c._timers]) & _MASK,
+    return hash((tuple(map(_NODE_FP, nodes.values())),
+                 sum(map(Envelope.key_hash, net.in_flight.values())) & _MASK,
+                 sum(map(_TIMER_HASH.__getitem__, c._timers)) & _MASK,
                  tuple(sorted(net.groups.items(), key=str)) if net.groups else (),
-                 c.tso.last, tuple([(t.id, t.status) for t in history if t.status != "active"]),
-                 tuple(c._commit_calls), tuple(c._read_calls),
-                 tuple([tuple([(o.key, o.writer, o.version_ts) for o in t.ops if o.kind == "r"])
-                        for t in history]), budgets))
+                 c.tso.last, *(client or _client_part(c, history)), budgets))
 
 
-class _Snap:
-    """A whole state: node parts plus the cluster-level rest (copied once, when new)."""
+def _client_part(c: Cluster, history: list[Any]) -> tuple:
+    """What the clients were told and read, as the fingerprint takes it."""
+    return (tuple([(t.id, t.status) for t in history if t.status != "active"]),
+            tuple(c._commit_calls), tuple(c._read_calls),
+            tuple([tuple([(o.key, o.writer, o.version_ts) for o in t.ops if o.kind == "r"])
+                   for t in history]))
 
-    __slots__ = ("nodes", "in_flight", "groups", "next_id", "timers", "tso", "now", "seq",
-                 "commits", "handles", "reads", "history", "replies", "budgets", "fp")
 
-    def __init__(self, c: Cluster, nodes: dict[Any, _NodeSnap], budgets: tuple[int, ...],
-                 history: list[Any], fp: int) -> None:
-        self.nodes = nodes
-        net = c.network
-        self.in_flight = dict(net.in_flight)
-        self.groups = dict(net.groups)
-        self.next_id = net._next_id
-        self.timers = dict(c._timers)
-        self.tso = (c.tso.last, c.tso.limit)
-        self.now, self.seq = c.now, c._seq
+class _Client:
+    """The client side of a state: the calls still waiting, their handles, the history and
+    the replies kept. Shared by a state and its successors while no choice changes it (only
+    one that tells a client something, a crash or a restart can)."""
+
+    __slots__ = ("commits", "handles", "reads", "history", "replies", "fp")
+
+    def __init__(self, c: Cluster, history: list[Any], fp: tuple | None = None) -> None:
         self.commits = dict(c._commit_calls)
         self.handles = tuple((h, h._result, h.reason, h.commit_ts)
                              for _, _, h in self.commits.values())
@@ -388,19 +428,9 @@ class _Snap:
         self.history = tuple((t, t.status, t.commit_ts, t.reason, tuple(t.ops))
                              for t in history)
         self.replies = dict(c._replies)
-        self.budgets = budgets
-        self.fp = fp
+        self.fp = fp if fp is not None else _client_part(c, history)
 
-    def install(self, c: Cluster, copy: Iterable[Any] = (), log_only: bool = False) -> None:
-        for n, ns in self.nodes.items():
-            ns.install(c, n, ("log" if log_only else True) if n in copy else False)
-        net = c.network
-        net.in_flight = dict(self.in_flight)
-        net.groups = self.groups  # only partition() and heal() change it, never a choice
-        net._next_id = self.next_id
-        c._timers = dict(self.timers)
-        c.tso.last, c.tso.limit = self.tso
-        c.now, c._seq = self.now, self.seq
+    def install(self, c: Cluster) -> None:
         c._commit_calls = dict(self.commits)
         for h, result, reason, ts in self.handles:
             h._result, h.reason, h.commit_ts = result, reason, ts
@@ -412,6 +442,29 @@ class _Snap:
             for h in self.reads.values():
                 h.done, h._value, h.error = False, None, None
         c._replies = dict(self.replies) if self.replies else {}
+
+
+class _Snap:
+    """A whole state: node parts, the client part, plus the cluster-level rest (copied once,
+    when new)."""
+
+    __slots__ = ("nodes", "in_flight", "groups", "next_id", "timers", "tso", "now", "seq",
+                 "client", "budgets", "fp", "flight")
+
+    def __init__(self, c: Cluster, nodes: dict[Any, _NodeSnap], budgets: tuple[int, ...],
+                 client: _Client, fp: int) -> None:
+        self.nodes = nodes
+        net = c.network
+        self.in_flight = dict(net.in_flight)
+        self.groups = net.groups  # only partition() and heal() change it, never a choice
+        self.next_id = net._next_id
+        self.timers = dict(c._timers)
+        self.tso = (c.tso.last, c.tso.limit)
+        self.now, self.seq = c.now, c._seq
+        self.client = client
+        self.budgets = budgets
+        self.fp = fp
+        self.flight: int | None = None  # the messages' part of the fingerprint, once needed
 
 
 # -- invariants ------------------------------------------------------------------------------------
@@ -444,23 +497,32 @@ def safety(c: Cluster) -> str | None:
     """Checked on every state: atomicity on the replicas, reported commits kept, and reported
     aborts kept (no write of a transaction its client was told aborted is applied anywhere:
     one-phase commit's participant decides after the client may have heard)."""
+    return _safety(c, _core_facts)
+
+
+def _core_facts(core: Any) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
+    """What :func:`safety` reads of one core: the writers of its versions (in order of first
+    appearance), and its aborted records (transaction, role), participant's first."""
+    writers = dict.fromkeys(v.writer for chain in core.store.chains.values() for v in chain)
+    return tuple(writers), tuple(
+        [(t.id, "participant") for t in core.participant.txs.values() if t.state == ABORTED]
+        + [(t.id, "coordinator") for t in core.coordinator.txs.values() if t.state == ABORTED])
+
+
+def _safety(c: Cluster, facts: Callable[[Any], tuple]) -> str | None:
+    """:func:`safety`, with each core's facts from ``facts`` (the search remembers them per
+    core: a core never changes once it is part of a state)."""
     applied: dict[str, list[Any]] = {}
     aborted: dict[str, list[str]] = {}
     for n in c.ids:
         core = c._cores[n]
         if core is None:
             continue
-        for chain in core.store.chains.values():
-            for v in chain:
-                where = applied.setdefault(v.writer, [])
-                if n not in where:
-                    where.append(n)
-        for t in core.participant.txs.values():
-            if t.state == ABORTED:
-                aborted.setdefault(t.id, []).append(f"{n} (participant)")
-        for t in core.coordinator.txs.values():
-            if t.state == ABORTED:
-                aborted.setdefault(t.id, []).append(f"{n} (coordinator)")
+        writers, gone = facts(core)
+        for w in writers:
+            applied.setdefault(w, []).append(n)
+        for tx, role in gone:
+            aborted.setdefault(tx, []).append(f"{n} ({role})")
     for tx, nodes in applied.items():
         if tx in aborted:
             return (f"{tx}'s writes are applied on {', '.join(map(str, nodes))} but {tx} "
@@ -591,9 +653,12 @@ _Local = tuple  # a local choice: (node or oracle it changes, taken message's so
 _Made = tuple  # a local choice made somewhere: _Local + (hashes of the sends it merged,)
 _CRASH = "crash"  # a crash's _Local: (node, _CRASH, torn)
 _NONE: frozenset = frozenset()
+_STEPS = 50_000  # entries a cache holds (a core transition: a few kB) before all start over
 
 
 class _Search:
+    reuse = True  # reuse core transitions made before (the tests compare with it off)
+
     def __init__(self, setup: Callable[[], Cluster], budgets: dict[str, int],
                  invariants: list[Invariant], end_invariants: list[Invariant]) -> None:
         self.setup = setup
@@ -603,13 +668,28 @@ class _Search:
         self.c._exploring = True
         self.c._queue = []
         self.merged: list[int] = []  # messages a choice sent that merged with one in flight
-        net, send = self.c.network, self.c.network.send
+        net = self.c.network
+        # each message's fingerprint, by the message object (a transition made again sends
+        # the same objects): (message, kept alive so the id stays its own; key; mixed hash)
+        self.keys: dict[int, tuple] = {}
 
         def noting_merges(msg: Any, now: int) -> list[Any]:
-            sent = send(msg, now)
-            if not sent:
-                self.merged.append(mixed_hash(msg.key()))
-            return sent
+            """Network.send with merge_identical (and no random duplicates, see _prepare),
+            noting the merges."""
+            got = self.keys.get(id(msg))
+            if got is None:
+                key = msg.key()
+                h = mixed_hash(key)
+                self.keys[id(msg)] = (msg, key, h)
+            else:
+                _, key, h = got
+            for e in net.in_flight.values():
+                if e.key_hash() == h and e._key == key:
+                    self.merged.append(h)
+                    return []
+            env = net.carry(msg, now)
+            env._key, env._hash = key, h
+            return [env]
 
         net.send = noting_merges  # this cluster's network only
         self.watched = False  # a choice armed a peer-up timer: it read whether peers are up
@@ -620,6 +700,15 @@ class _Search:
             arm(only, delay)
 
         self.c._arm_watches = noting_watches  # this cluster only
+        # core transitions made so far: (id of the core, id of the message or the timer key)
+        # -> (that core and input, kept alive so the ids stay theirs; the new core; its
+        # outputs; the new core's fingerprint; the hashes of the records it appended)
+        self.steps: dict[tuple, tuple] = {}
+        self.known: dict[int, Any] = {}  # the states found so far (the search's parents)
+        self.facts_of: dict[int, tuple] = {}  # id of a core -> (its facts for safety, it)
+        self.verdicts: dict[tuple, tuple] = {}  # ids of the cores and client part -> safety
+        self.envs: dict[int, tuple] = {}  # id of an envelope -> (it, its delivery, identity)
+        self.labelled: dict[tuple, Choice] = {}  # the other choices, made once
         self.history = list(self.c.history)
         self.invariants = invariants
         self.end_invariants = end_invariants
@@ -628,8 +717,9 @@ class _Search:
                               tuple(budgets[k] for k in self.names))
 
     def snap(self, nodes: dict[Any, _NodeSnap], budgets: tuple[int, ...]) -> _Snap:
-        fp = _fingerprint(self.c, nodes, budgets, self.history)
-        return _Snap(self.c, nodes, budgets, self.history, fp)
+        self.client = _Client(self.c, self.history)
+        fp = _fingerprint(self.c, nodes, budgets, self.history, self.client.fp)
+        return _Snap(self.c, nodes, budgets, self.client, fp)
 
     def choices(self, s: _Snap) -> list[tuple[Choice, tuple[int, ...], tuple[Any, ...],
                                               _Local | None]]:
@@ -648,12 +738,21 @@ class _Search:
             out.append((Choice("fire", node=node, key=key,
                                label=f"send {node}'s batch to {key[1]}"), s.budgets, (node,),
                         None))
-        for env in sorted(s.in_flight.values(), key=lambda e: e.id):
-            m = env.msg
-            dst = m.dst
+        envs = self.envs
+        if len(envs) >= _STEPS:
+            self.forget()
+        flight = s.in_flight
+        for i in sorted(flight):  # (keyed by the envelopes' ids)
+            env = flight[i]
+            got = envs.get(id(env))
+            if got is None:  # (an envelope is never changed, and is shared by states)
+                m = env.msg
+                got = envs[id(env)] = (env, Choice("deliver", msg=env.id,
+                                                   label=_msg_label("deliver", env)),
+                                       (m.dst, m.src, env.key_hash()))
+            dst = got[2][0]
             touched = () if dst == TSO or s.nodes[dst].core is None else (dst,)
-            out.append((Choice("deliver", msg=env.id, label=_msg_label("deliver", env)),
-                        s.budgets, touched, (dst, m.src, env.key_hash())))
+            out.append((got[1], s.budgets, touched, got[2]))
             if drops:
                 out.append((Choice("drop", msg=env.id, label=_msg_label("drop", env)),
                             (crashes, drops - 1, dups, early), (), None))
@@ -664,16 +763,23 @@ class _Search:
         later = s.budgets if quiet else (crashes, drops, dups, early - 1)
         if not quiet and not early:
             later = None
+        made = self.labelled
         for n, ns in s.nodes.items():
             if ns.flush_due:
-                out.append((Choice("flush", node=n, label=f"flush {n}'s log"), s.budgets, (n,),
-                            (n, None, None)))
+                choice = made.get(("flush", n))
+                if choice is None:
+                    choice = made["flush", n] = Choice("flush", node=n, label=f"flush {n}'s log")
+                out.append((choice, s.budgets, (n,), (n, None, None)))
         for node, key in sorted((t for t in s.timers if t[1][0] != "batch"),
                                 key=lambda k: (str(k[0]), repr(k[1]))) \
                 if later is not None else ():
-            label = f"fire {node}'s timer {' '.join(map(str, key))}" + (
-                "" if quiet else " (early)")
-            out.append((Choice("fire", node=node, key=key, label=label), later, (node,), None))
+            choice = made.get(("fire", node, key, quiet))
+            if choice is None:
+                label = f"fire {node}'s timer {' '.join(map(str, key))}" + (
+                    "" if quiet else " (early)")
+                choice = made["fire", node, key, quiet] = Choice("fire", node=node, key=key,
+                                                                 label=label)
+            out.append((choice, later, (node,), None))
         for n, ns in s.nodes.items():
             if ns.core is None:
                 if later is not None:
@@ -689,38 +795,235 @@ class _Search:
                                 (n, _CRASH, True)))
         return out
 
+    def install(self, s: _Snap, copy: Iterable[Any] = (), how: Any = True) -> None:
+        """Put state ``s`` in the cluster, the nodes in ``copy`` copied (``how``: see
+        :meth:`_NodeSnap.install`), the others shared: nothing changes them."""
+        c = self.c
+        cores, wals, outbox, watches = c._cores, c._wals, c._outbox, c._watches
+        due, inc = c._flush_due, c._incarnation
+        for n, ns in s.nodes.items():
+            if n in copy:
+                ns.install(c, n, how)
+            else:
+                cores[n], wals[n], outbox[n], watches[n] = ns.core, ns.wal, ns.outbox, \
+                    ns.watches
+                due[n], inc[n] = ns.flush_due, ns.incarnation
+        net = c.network
+        net.in_flight = s.in_flight.copy()
+        net.groups = s.groups
+        net._next_id = s.next_id
+        c._timers = s.timers.copy()
+        c.tso.last, c.tso.limit = s.tso
+        c.now, c._seq = s.now, s.seq
+        if self.client is not s.client:  # (else: in place, and no choice since changed it)
+            s.client.install(c)
+            self.client = s.client
+
     def expand(self, s: _Snap, choice: Choice, budgets: tuple[int, ...],
-               touched: tuple[Any, ...]
+               touched: tuple[Any, ...], predict: bool = True
                ) -> tuple[int, dict | None, frozenset | None, str | None]:
         """Apply ``choice`` at ``s``, leaving the cluster in the new state: its fingerprint,
         its node parts (for :meth:`make`), the messages it sent that merged with identical
         ones in flight (None if it told a client something: then it is dependent on
         everything, see :func:`_independent`), and a violation if one shows (an exception
-        escaping a handler)."""
+        escaping a handler). With ``predict``, a state already known may come back without
+        node parts and with the cluster unchanged (see :meth:`_predict`)."""
         c = self.c
-        s.install(c, touched, log_only=choice.kind == "flush")
+        k = choice.kind
+        # a delivery to a live node or a timer: one core's transition, which depends on that
+        # core and the input alone (a sans-I/O state machine), so one made before (the same
+        # core object, the same message object or timer) is reused instead of made again
+        step = None
+        if ((k == "deliver" and touched) or k == "fire") and self.reuse and \
+                not c.network.groups:
+            # (a partition may drop the message before the core sees it: no reuse then)
+            n = touched[0]
+            core = s.nodes[n].core
+            inp = s.in_flight[choice.msg].msg if k == "deliver" else choice.key
+            step = (id(core), id(inp) if k == "deliver" else inp)
+            made = self.steps.get(step)
+            if made is not None:
+                guess = self._predict(s, choice, budgets, n, made) if predict else None
+                if guess is not None and guess[0] in self.known:
+                    return guess[0], None, guess[1], None  # (the cluster is left as it was)
+                got = self._reuse(s, choice, budgets, n, made)
+                if guess is not None and got[3] is None and (got[0], got[2]) != guess:
+                    raise ExploreError(f"kvlab.explore's prediction of {choice} differs from "
+                                       f"making it: please report this")
+                return got
+        # a flush never changes the core, and a crash drops it: copy the log only
+        self.install(s, touched, "log" if k == "flush" or k == "crash" else True)
         told = len(c._commit_calls), len(c._read_calls), len(c._replies)
         self.merged.clear()
         self.watched = False
         try:
-            _apply_fast(c, choice)
+            if step is None:
+                _apply_fast(c, choice)
+            else:
+                new = c._cores[n]
+                if k == "deliver":
+                    c._take(choice.msg)
+                    out = new.deliver(inp)
+                else:
+                    del c._timers[(n, inp)]
+                    out = new.handle(Fire(inp))
+                c._apply(n, out)
         except Exception as e:  # noqa: BLE001 - any exception escaping a handler is a finding
+            self.client = None
             return 0, None, None, f"{type(e).__name__} raised by {choice}: {e}"
-        merged = None if self.watched or told != (len(c._commit_calls), len(c._read_calls),
-                                                  len(c._replies)) else \
-            frozenset(self.merged) if self.merged else _NONE
+        merged = self._merged(told, k)
         nodes = dict(s.nodes)
-        for n in touched:
-            nodes[n] = _NodeSnap(c, n)
-        return _fingerprint(c, nodes, budgets, self.history), nodes, merged, None
+        if step is None:
+            for n in touched:  # (a flush keeps the core, and its fingerprint)
+                nodes[n] = _NodeSnap(c, n, s.nodes[n].core_fp if k == "flush" else None)
+        else:
+            fp = new.fingerprint()
+            if len(self.steps) >= _STEPS:
+                self.forget()
+            recs = out._records
+            hs = tuple(map(_record_hash, c._wals[n].unflushed[-len(recs):])) if recs else ()
+            self.steps[step] = (core, inp, new, out, fp, hs)
+            nodes[n] = _NodeSnap(c, n, fp)
+        client = self.client.fp if self.client is not None else None
+        return _fingerprint(c, nodes, budgets, self.history, client), nodes, merged, None
+
+    def _predict(self, s: _Snap, choice: Choice, budgets: tuple[int, ...], n: Any,
+                 made: tuple) -> tuple[int, frozenset] | None:
+        """The fingerprint and merged sends :meth:`_reuse` would give, worked out from ``s``
+        alone, without changing the cluster, for a transition whose outputs only send
+        messages and set or cancel timers (no records, nothing held back, no client told, no
+        peer watched): what ``Cluster._apply`` then does is just that. None for any other.
+        Used only to recognise states already found; a new one is made for real, and its
+        fingerprint must agree (checked)."""
+        _core, inp, _new, out, fp, _hs = made
+        if out._records or out._replies or out._outcomes or out._watch:
+            return None
+        ns = s.nodes[n]
+        if ns.wal.forced_lsn > ns.wal.flushed_lsn:
+            return None  # (the outputs would be held until a flush)
+        flight = s.in_flight
+        total = s.flight
+        if total is None:
+            total = s.flight = sum(map(Envelope.key_hash, flight.values()))
+        taken = flight[choice.msg] if choice.kind == "deliver" else None
+        if taken is not None:
+            total -= taken.key_hash()
+        merged: list[int] = []
+        sent: list[tuple] = []
+        keys = self.keys
+        for msg in out._messages or ():  # noting_merges, without sending
+            got = keys.get(id(msg))
+            if got is None:
+                key = msg.key()
+                h = mixed_hash(key)
+                keys[id(msg)] = (msg, key, h)
+            else:
+                _, key, h = got
+            if (h, key) in sent or any(e is not taken and e.key_hash() == h and e._key == key
+                                       for e in flight.values()):
+                merged.append(h)
+            else:
+                sent.append((h, key))
+                total += h
+        timers = s.timers.copy()  # Cluster._fire, _apply and _release on the keys
+        if taken is None:
+            del timers[(n, inp)]
+        for key in out._cancel or ():
+            timers.pop((n, key), None)
+        for key, _delay in out._timers or ():
+            timers[(n, key)] = 0
+        node = hash((fp, *ns.log_fp, ns.flush_due,
+                     tuple(sorted(ns.watches, key=str)) if ns.watches else ()))
+        fps = tuple([node if m == n else o.fp for m, o in s.nodes.items()])
+        return hash((fps, total & _MASK, sum(map(_TIMER_HASH.__getitem__, timers)) & _MASK,
+                     (), s.tso[0], *s.client.fp, budgets)), \
+            frozenset(merged) if merged else _NONE
+
+    def forget(self) -> None:
+        """Empty the caches (only time is lost: each keeps alive the objects it is keyed by,
+        which would otherwise go with the states the search is done with)."""
+        for cache in (self.steps, self.keys, self.facts_of, self.envs, self.verdicts):
+            cache.clear()
+
+    def _reuse(self, s: _Snap, choice: Choice, budgets: tuple[int, ...], n: Any,
+               made: tuple) -> tuple[int, dict | None, frozenset | None, str | None]:
+        """:meth:`expand` with the core's transition made before: the new core (never
+        changed once made: every later transition starts from a copy) and its outputs (never
+        changed by the driver), carried out as ``Cluster._arrive`` / ``_fire`` would."""
+        c = self.c
+        _core, inp, new, out, fp, hs = made
+        # what carrying the outputs out can change at the node: the log and the held outputs
+        # (records to append, or outputs to hold until the next flush), the watches
+        ns = s.nodes[n]
+        log = bool(out._records) or ns.wal.forced_lsn > ns.wal.flushed_lsn
+        self.install(s, (n,), (new, log, bool(out._watch)))
+        told = len(c._commit_calls), len(c._read_calls), len(c._replies)
+        self.merged.clear()
+        self.watched = False
+        try:
+            if choice.kind == "deliver":
+                del c.network.in_flight[choice.msg]  # (Cluster._take: the id is in flight)
+            else:
+                del c._timers[(n, inp)]
+            c._apply(n, out)
+        except Exception as e:  # noqa: BLE001 - any exception escaping a handler is a finding
+            self.client = None
+            return 0, None, None, f"{type(e).__name__} raised by {choice}: {e}"
+        if hs:  # the records just appended hash as they did the first time
+            for rec, r, h in zip(c._wals[n].unflushed[-len(hs):], out._records, hs,
+                                 strict=False):
+                if rec.h is None and rec.data is r.data and rec.type == r.type:
+                    rec.h = h
+        merged = self._merged(told, choice.kind)
+        nodes = dict(s.nodes)
+        nodes[n] = _NodeSnap(c, n, fp, None if log else ns.log_fp)
+        client = self.client.fp if self.client is not None else None
+        return _fingerprint(c, nodes, budgets, self.history, client), nodes, merged, None
+
+    def _merged(self, told: tuple[int, int, int], kind: str) -> frozenset | None:
+        """The hashes of the sends the choice just made that merged with messages in flight;
+        None if it told a client something or armed a peer-up timer (see expand). A choice
+        that told a client something, a crash or a restart may change the client part: the
+        one installed is then not known to be in place any more."""
+        c = self.c
+        if told != (len(c._commit_calls), len(c._read_calls), len(c._replies)):
+            self.client = None
+            return None
+        if kind == "crash" or kind == "restart":
+            self.client = None
+        if self.watched:
+            return None
+        return frozenset(self.merged) if self.merged else _NONE
 
     def make(self, nodes: dict[Any, _NodeSnap], budgets: tuple[int, ...], fp: int) -> _Snap:
         """The state :meth:`expand` just reached, as a snapshot."""
-        return _Snap(self.c, nodes, budgets, self.history, fp)
+        if self.client is None:
+            self.client = _Client(self.c, self.history)
+        return _Snap(self.c, nodes, budgets, self.client, fp)
+
+    def facts(self, core: Any) -> tuple:
+        """:func:`_core_facts`, remembered per core object (kept alive with them)."""
+        got = self.facts_of.get(id(core))
+        if got is None:
+            got = self.facts_of[id(core)] = (_core_facts(core), core)
+        return got[0]
+
+    def safety(self) -> str | None:
+        """:func:`safety` of the cluster's state, remembered per combination of cores and
+        client part (all it reads; none of them changes once part of a state)."""
+        c = self.c
+        key = (*map(id, c._cores.values()), id(self.client))
+        got = self.verdicts.get(key)
+        if got is None:
+            if len(self.verdicts) >= _STEPS:
+                self.forget()
+            got = self.verdicts[key] = (_safety(c, self.facts), tuple(c._cores.values()),
+                                        self.client)
+        return got[0]
 
     def check(self) -> str | None:
         for inv in self.invariants:
-            why = inv(self.c)
+            why = self.safety() if inv is safety else inv(self.c)
             if why:
                 return why
         return None
@@ -732,7 +1035,8 @@ class _Search:
     def end_check(self, s: _Snap) -> str | None:
         """Restart every crashed node, run to quiet, and check the end invariants."""
         c = self.c
-        s.install(c, c.ids)
+        self.install(s, c.ids)
+        self.client = None  # (the run below changes it)
         c._requeue()
         try:
             for n in c.ids:
@@ -761,8 +1065,15 @@ def _apply_fast(c: Cluster, choice: Choice) -> None:
         c._fire(choice.node, choice.key)
     elif k == "flush":
         c._flush(choice.node)
+    elif k == "crash":
+        _CRASH_NODE(c, choice.node, torn=choice.torn)
     else:
         choice.apply(c)
+
+
+# Cluster.crash without the public layer (its lock, journal and traceback trimming: the
+# search holds no other thread, keeps no journal, and reports an exception by its message)
+_CRASH_NODE = getattr(Cluster.crash, "__wrapped__", Cluster.crash)
 
 
 def search(setup: Callable[[], Cluster], crashes: int = 1, drops: int = 0,
@@ -818,6 +1129,7 @@ def _run(setup: Callable[[], Cluster], budgets: dict[str, int], invariants: list
     start = time.perf_counter()
     root = s.root
     parents: dict[int, tuple[int, Choice] | None] = {root.fp: None}
+    s.known = parents
     # the reduction's books: the sleep set stored with each state (when not empty), with its
     # depth; the states found but not expanded yet (a revisit there just shrinks the set)
     sleep: dict[int, tuple[frozenset, int]] = {}
@@ -837,7 +1149,7 @@ def _run(setup: Callable[[], Cluster], budgets: dict[str, int], invariants: list
             link = parents[fp]
         return Schedule(reversed(steps))
 
-    s.root.install(s.c)
+    s.install(s.root)
     violation = s.check()
     if violation:
         return Result("violation", 1, 0, time.perf_counter() - start, violation, Schedule(),
@@ -896,6 +1208,13 @@ def _run(setup: Callable[[], Cluster], budgets: dict[str, int], invariants: list
                             else:
                                 del sleep[cfp]
                             if cfp not in waiting:
+                                if nodes is None:  # only predicted: make it for real
+                                    got = s.expand(state, choice, budgets, touched, False)
+                                    if got[0] != cfp or got[2] != merged or got[3]:
+                                        raise ExploreError(
+                                            f"kvlab.explore's prediction of {choice} differs "
+                                            f"from making it: please report this")
+                                    nodes = got[1]
                                 frontier.append((s.make(nodes, budgets, cfp), dx, zx - zc))
                         continue
                     parents[cfp] = (fp, choice)

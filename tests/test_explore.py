@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import pytest
@@ -9,9 +10,11 @@ from conftest import reader_races_a_commit
 
 import kvlab
 from kvlab import bench, explore
+from kvlab.cluster import _collector_paused
 from kvlab.effects import Outbox
 from kvlab.messages import freeze
 from kvlab.twopc import COMMITTED, Coordinator
+from kvlab.wal import TornTailWarning
 
 NODES = ["n1", "n2", "n3"]
 
@@ -298,8 +301,10 @@ def test_different_states_never_share_a_fingerprint(monkeypatch, setup, crashes,
     clashes = []
     real = explore._fingerprint
 
-    def checked(c: Any, nodes: Any, budgets: Any, history: Any) -> int:
-        fp = real(c, nodes, budgets, history)
+    def checked(c: Any, nodes: Any, budgets: Any, history: Any, client: Any = None) -> int:
+        # the client part the search kept from an earlier state is the cluster's still
+        assert client is None or client == explore._client_part(c, history)
+        fp = real(c, nodes, budgets, history, client)
         state = exact_state(c, nodes, budgets, history)
         loose = (tuple((p[0], p[1], *p[4:]) for p in state[0]), *state[1:])  # logs as multisets
         if fp in seen and seen[fp][1] != loose:
@@ -312,3 +317,44 @@ def test_different_states_never_share_a_fingerprint(monkeypatch, setup, crashes,
     assert r.status in ("exhausted", "limit") and r.violation is None
     assert not clashes, clashes[0]
     assert len(seen) >= r.states
+
+
+def _graph(setup: Any, budgets: dict, limit: int | None = None) -> tuple[explore.Result, dict]:
+    found: dict[int, int] = {}
+    b = {"crashes": 0, "drops": 0, "duplicates": 0, "timeouts": 0, **budgets}
+    with warnings.catch_warnings(), _collector_paused():
+        warnings.simplefilter("ignore", TornTailWarning)
+        r = explore._run(setup, b, [explore.safety], [explore.finished], limit, None, "bfs",
+                         None, False, True, found)
+    return r, found
+
+
+@pytest.mark.parametrize("setup, budgets, limit", [
+    (one_commit, {"crashes": 1}, None),
+    (reader_races_a_commit, {"crashes": 1, "duplicates": 1}, None),
+    (lambda: bench.two_commits(commit_protocol="cooperative"), {"crashes": 1}, 2_000),
+    (two_commits, {}, 2_000),
+], ids=["one-commit", "read-race", "cooperative", "two-commits"])
+def test_reusing_transitions_finds_the_same_states(monkeypatch, setup, budgets, limit):
+    """The search reuses each core transition it made before, and recognises states found
+    already from a reused transition's outputs (see the module docstring): the same graph,
+    state by state and in the same order, as making every choice from scratch."""
+    fast, fg = _graph(setup, budgets, limit)
+    monkeypatch.setattr(explore._Search, "reuse", False)
+    slow, sg = _graph(setup, budgets, limit)
+    assert list(fg.items()) == list(sg.items())
+    assert (fast.status, fast.states, fast.transitions, fast.slept, fast.terminal) == \
+        (slow.status, slow.states, slow.transitions, slow.slept, slow.terminal)
+
+
+def test_a_wrong_prediction_is_caught(monkeypatch):
+    """A state worked out from a reused transition is checked when it turns out new."""
+    real = explore._Search._predict
+
+    def off(self: Any, *args: Any) -> Any:
+        got = real(self, *args)
+        return None if got is None else (got[0] ^ 1, got[1])
+
+    monkeypatch.setattr(explore._Search, "_predict", off)
+    with pytest.raises(explore.ExploreError, match="prediction"):
+        explore.search(two_commits, crashes=0, max_states=2_000)
