@@ -14,10 +14,16 @@ that first message may be spoken, which is after the log flush it waits for ("lo
 speak", kvlab.effects.Outbox); a message that joins an open batch may therefore also wait for
 that flush. ``w = 0`` only gathers what is said at the same tick: no delay at all.
 
+The oracle is a peer like the others: a node's timestamp requests of one window travel as one
+BATCH, and the oracle (kvlab.tso) answers it with one BATCH of replies carrying consecutive
+timestamps, in the order of the requests, as TiDB's PD client batches its TSO requests. Every
+timestamp still comes from the oracle and is issued when the batch arrives there, so after its
+request was sent: a commit timestamp is still issued after every vote its request waited for.
+
 Nothing about safety changes: a batch is the same messages, later, and a delivery of a BATCH is
 the delivery of each one in order, which the protocols already take in any order and after any
-delay. Messages to the oracle and to the node itself are never held. A crash loses the open
-batches with the rest of the node's memory, as it loses messages in its socket buffers.
+delay. Messages to the node itself are never held. A crash loses the open batches with the rest
+of the node's memory, as it loses messages in its socket buffers.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from __future__ import annotations
 from typing import Any
 
 from kvlab.effects import Outputs
-from kvlab.messages import BATCH, TSO, Message
+from kvlab.messages import BATCH, Message
 
 
 class Batcher:
@@ -55,7 +61,7 @@ class Batcher:
         keep = []
         for m in msgs:
             dst = m.dst
-            if dst == TSO or dst == self.node_id:
+            if dst == self.node_id:
                 keep.append(m)
                 continue
             batch = self.open.get(dst)
@@ -72,12 +78,13 @@ class Batcher:
         held = self.open.pop(peer, None)
         if not held:
             return out
-        if len(held) == 1:
-            out.send(held[0])
-        else:
-            out.send(Message(self.node_id, peer, BATCH, None,
-                             {"messages": [[m.kind, m.tx, m.body] for m in held]}))
+        out.send(held[0] if len(held) == 1 else pack(self.node_id, peer, held))
         return out
+
+
+def pack(src: Any, dst: Any, msgs: list[Message]) -> Message:
+    """One BATCH from ``src`` to ``dst`` carrying ``msgs`` (kind, tx and body each), in order."""
+    return Message(src, dst, BATCH, None, {"messages": [[m.kind, m.tx, m.body] for m in msgs]})
 
 
 def unpack(msg: Message) -> list[Message]:
@@ -85,4 +92,4 @@ def unpack(msg: Message) -> list[Message]:
     return [Message(msg.src, msg.dst, kind, tx, body) for kind, tx, body in msg.body["messages"]]
 
 
-__all__ = ["Batcher", "unpack"]
+__all__ = ["Batcher", "pack", "unpack"]
