@@ -39,8 +39,10 @@ def test_one_batch_carries_every_prepare_to_each_participant():
     c, batched, hb = four_commits(0)
     assert all(h.committed for h in hs + hb)
     assert len(sends(plain, PREPARE)) == 12  # 4 transactions x 3 participants
-    remote = [e for e in sends(batched, BATCH) if e.data["src"] == "n1"]
-    assert len(remote) == 4  # n1 -> n2 and n3: the PREPAREs, then the COMMITs
+    from_n1 = [e.data["dst"] for e in sends(batched, BATCH) if e.data["src"] == "n1"]
+    # n1 -> n2 and n3: the PREPAREs, then the COMMITs; n1 -> n1: the PREPAREs, the votes of
+    # its own participant, the COMMITs and its acks (messages to itself are batched too)
+    assert sorted(from_n1) == ["n1"] * 4 + ["n2"] * 2 + ["n3"] * 2
     def remote(events: list) -> list:
         return [e for e in sends(events) if e.data["src"] != e.data["dst"]]
 
@@ -50,6 +52,21 @@ def test_one_batch_carries_every_prepare_to_each_participant():
     # n2 appends the four PREPARE records in one go: one flush makes them durable
     flushes = [e for e in batched if e.kind == "flush" and e.node == "n2"]
     assert flushes[0].data["records"] == 4
+
+
+def overlapping_rounds(window: int | None) -> int:
+    """Log flushes of 32 two-key read-modify-writes, 16 committing at once (bench figure 2)."""
+    from kvlab.bench import _keys, _rmw_batches
+
+    c = kvlab.Cluster(NODES, seed=2, batch_window=window, history=False)
+    _rmw_batches(c, 32, 16, lambda i: _keys(i, 1000))
+    return sum(1 for e in c.trace if e.kind == "flush")
+
+
+def test_a_window_does_not_split_a_group_commit_round():
+    # a node's messages to itself wait in a batch too: were they delivered at once, its own
+    # participant's records would be flushed a window before its peers' arrive, in two fsyncs
+    assert overlapping_rounds(1) == overlapping_rounds(2) == overlapping_rounds(0)
 
 
 def test_the_window_delays_a_batch_by_at_most_its_ticks():
