@@ -1,7 +1,7 @@
 """Batching: a node's messages to one peer, held for a few ticks and sent as one BATCH.
 
 With many transactions committing at once, a coordinator sends each participant one PREPARE per
-transaction, and each participant answers with one vote per transaction. ``Cluster(batch=w)``
+transaction, and each participant answers with one vote per transaction. ``Cluster(batch_window=w)``
 lets a node hold what it says to a peer for up to ``w`` ticks and send it all as **one** BATCH
 message; the peer handles the messages inside in order, in one go, so the records they make
 (say, eight PREPAREs) are appended together and made durable by **one** fsync, and the votes
@@ -14,10 +14,21 @@ that first message may be spoken, which is after the log flush it waits for ("lo
 speak", kvlab.effects.Outbox); a message that joins an open batch may therefore also wait for
 that flush. ``w = 0`` only gathers what is said at the same tick: no delay at all.
 
+The oracle is a peer like the others: a node's timestamp requests of one window travel as one
+BATCH, and the oracle (kvlab.tso) answers it with one BATCH of replies carrying consecutive
+timestamps, in the order of the requests, as TiDB's PD client batches its TSO requests. Every
+timestamp still comes from the oracle and is issued when the batch arrives there, so after its
+request was sent: a commit timestamp is still issued after every vote its request waited for.
+
+Messages a node sends itself (its own participant's PREPARE, its vote, ...) wait in a batch too.
+They cost no network, but a group-commit round needs them to: delivered at once, they would
+make the node's own records a window before its peers' arrive, and one flush would become two
+(a window of 1 tick raised figure 2's fsyncs per transaction from 0.56 to 0.94 that way).
+
 Nothing about safety changes: a batch is the same messages, later, and a delivery of a BATCH is
 the delivery of each one in order, which the protocols already take in any order and after any
-delay. Messages to the oracle and to the node itself are never held. A crash loses the open
-batches with the rest of the node's memory, as it loses messages in its socket buffers.
+delay. A crash loses the open batches with the rest of the node's memory, as it loses messages
+in its socket buffers.
 """
 
 from __future__ import annotations
@@ -25,7 +36,7 @@ from __future__ import annotations
 from typing import Any
 
 from kvlab.effects import Outputs
-from kvlab.messages import BATCH, TSO, Message
+from kvlab.messages import BATCH, Message
 
 
 class Batcher:
@@ -47,24 +58,20 @@ class Batcher:
         return tuple(sorted((str(p), tuple(m.key() for m in ms)) for p, ms in self.open.items()))
 
     def hold(self, out: Outputs) -> None:
-        """Move ``out``'s messages to peers into their open batches (opening a batch arms
-        its timer, in the same Outputs, so it starts when they may be spoken)."""
+        """Move ``out``'s messages into their open batches, one per destination (opening a
+        batch arms its timer, in the same Outputs, so it starts when they may be spoken)."""
         msgs = out._messages
         if not msgs:
             return
-        keep = []
         for m in msgs:
             dst = m.dst
-            if dst == TSO or dst == self.node_id:
-                keep.append(m)
-                continue
             batch = self.open.get(dst)
             if batch is None:
                 self.open[dst] = [m]
                 out.timer(("batch", dst), self.window)
             else:
                 batch.append(m)
-        out.messages = keep
+        out._messages = None
 
     def send(self, peer: Any) -> Outputs:
         """The batch timer fired: send what is held for ``peer`` (alone if it is one message)."""
@@ -72,12 +79,13 @@ class Batcher:
         held = self.open.pop(peer, None)
         if not held:
             return out
-        if len(held) == 1:
-            out.send(held[0])
-        else:
-            out.send(Message(self.node_id, peer, BATCH, None,
-                             {"messages": [[m.kind, m.tx, m.body] for m in held]}))
+        out.send(held[0] if len(held) == 1 else pack(self.node_id, peer, held))
         return out
+
+
+def pack(src: Any, dst: Any, msgs: list[Message]) -> Message:
+    """One BATCH from ``src`` to ``dst`` carrying ``msgs`` (kind, tx and body each), in order."""
+    return Message(src, dst, BATCH, None, {"messages": [[m.kind, m.tx, m.body] for m in msgs]})
 
 
 def unpack(msg: Message) -> list[Message]:
@@ -85,4 +93,4 @@ def unpack(msg: Message) -> list[Message]:
     return [Message(msg.src, msg.dst, kind, tx, body) for kind, tx, body in msg.body["messages"]]
 
 
-__all__ = ["Batcher", "unpack"]
+__all__ = ["Batcher", "pack", "unpack"]

@@ -9,7 +9,8 @@ prints it as figure 8, and the README copies it.
 The switches: ``one_phase`` (a single participant commits without a PREPARE round,
 kvlab.onephase), ``fast_reads`` (a read skips a prepared lock that must commit above its
 snapshot), the group-commit window ``fsync_latency`` (how long a flush waits for company) and
-``batch_window`` (what a node says to a peer travels as one BATCH, kvlab.batching).
+``batch_window`` (what a node says to a peer, to the oracle or to itself travels as one BATCH,
+kvlab.batching).
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ from kvlab.errors import (
     UnknownNode,
 )
 from kvlab.history import History
-from kvlab.messages import TS_REPLY, TSO
+from kvlab.messages import BATCH, TS_REPLY, TSO
 from kvlab.network import Envelope, Network
 from kvlab.node import (
     COMMIT_PROTOCOLS,
@@ -147,9 +147,10 @@ class Cluster:
         that node decides, with one forced record (:mod:`kvlab.onephase`). Needs
         ``placement="partitioned"`` to matter (with "all" every node takes part); not with
         Paxos Commit. Off by default, so the lessons show both rounds.
-    batch_window: hold what a node says to each peer for up to this many ticks and send it as
-        one BATCH message (:mod:`kvlab.batching`): overlapping commits share messages and
-        fsyncs. ``0`` gathers only what is said at the same tick; None (the default) is off.
+    batch_window: hold what a node says to each peer (the oracle too) for up to this many
+        ticks and send it as one BATCH message (:mod:`kvlab.batching`): overlapping commits
+        share messages, timestamp requests and fsyncs. ``0`` gathers only what is said at the
+        same tick; None (the default) is off.
     """
 
     def __init__(self, nodes: Iterable[Any], seed: int = 0,
@@ -730,8 +731,11 @@ class Cluster:
                 if m is not None:
                     marks.append(m)
         for env in self.network.in_flight.values():
-            if env.msg.kind == TS_REPLY:  # a snapshot handed out but not yet received
-                marks.append(env.msg.body["ts"])
+            m = env.msg
+            if m.kind == TS_REPLY:  # a snapshot handed out but not yet received
+                marks.append(m.body["ts"])
+            elif m.kind == BATCH and m.src == TSO:  # (kvlab.batching: several at once)
+                marks += [body["ts"] for _, _, body in m.body["messages"]]
         return min(marks)
 
     def _why_waiting(self, node_id: Any, call: int | None) -> str:

@@ -360,10 +360,11 @@ class NodeCore:
     def _deliver(self, msg: Message) -> Outputs:
         k = msg.kind
         if k == BATCH:  # kvlab.batching: each message inside, in order, in one go
-            out = Outputs()
+            out = None
             for inner in unpack(msg):
-                out.merge(self._deliver(inner))
-            return out
+                got = self._deliver(inner)
+                out = got if out is None else out.merge(got)
+            return out if out is not None else Outputs()
         if k == PREPARE:
             if self.config.fast_reads and self.store.seen != self.max_ts:
                 self.store.seen, self.store._fp = self.max_ts, None  # see Store.seen

@@ -5,6 +5,10 @@ placement driver of TiDB or Percolator's oracle. It is assumed highly available:
 and partitions do not cut it off. With a data directory it persists an upper bound ahead of the
 timestamps it hands out (one fsync per ``window`` timestamps), so a reopened cluster never reuses
 a timestamp.
+
+A node that batches (``Cluster(batch_window=w)``, kvlab.batching) sends its requests of one
+window as one BATCH; the oracle answers with one BATCH of replies carrying consecutive
+timestamps, in the order of the requests.
 """
 
 from __future__ import annotations
@@ -13,8 +17,9 @@ import json
 import os
 from pathlib import Path
 
+from kvlab.batching import pack, unpack
 from kvlab.errors import CorruptLog
-from kvlab.messages import TS_REPLY, TS_REQUEST, TSO, Message
+from kvlab.messages import BATCH, TS_REPLY, TS_REQUEST, TSO, Message
 
 
 def _read_limit(path: Path) -> int:
@@ -54,6 +59,8 @@ class TimestampOracle:
         return self.last
 
     def handle(self, msg: Message) -> Message:
+        if msg.kind == BATCH:  # a node's requests of one window: one reply, in their order
+            return pack(TSO, msg.src, [self.handle(m) for m in unpack(msg)])
         assert msg.kind == TS_REQUEST
         body = dict(msg.body)
         body["ts"] = self.next()

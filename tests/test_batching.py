@@ -39,8 +39,10 @@ def test_one_batch_carries_every_prepare_to_each_participant():
     c, batched, hb = four_commits(0)
     assert all(h.committed for h in hs + hb)
     assert len(sends(plain, PREPARE)) == 12  # 4 transactions x 3 participants
-    remote = [e for e in sends(batched, BATCH) if e.data["src"] == "n1"]
-    assert len(remote) == 4  # n1 -> n2 and n3: the PREPAREs, then the COMMITs
+    from_n1 = [e.data["dst"] for e in sends(batched, BATCH) if e.data["src"] == "n1"]
+    # n1 -> n2 and n3: the PREPAREs, then the COMMITs; n1 -> n1: the PREPAREs, the votes of
+    # its own participant, the COMMITs and its acks (messages to itself are batched too)
+    assert sorted(from_n1) == ["n1"] * 4 + ["n2"] * 2 + ["n3"] * 2
     def remote(events: list) -> list:
         return [e for e in sends(events) if e.data["src"] != e.data["dst"]]
 
@@ -50,6 +52,21 @@ def test_one_batch_carries_every_prepare_to_each_participant():
     # n2 appends the four PREPARE records in one go: one flush makes them durable
     flushes = [e for e in batched if e.kind == "flush" and e.node == "n2"]
     assert flushes[0].data["records"] == 4
+
+
+def overlapping_rounds(window: int | None) -> int:
+    """Log flushes of 32 two-key read-modify-writes, 16 committing at once (bench figure 2)."""
+    from kvlab.bench import _keys, _rmw_batches
+
+    c = kvlab.Cluster(NODES, seed=2, batch_window=window, history=False)
+    _rmw_batches(c, 32, 16, lambda i: _keys(i, 1000))
+    return sum(1 for e in c.trace if e.kind == "flush")
+
+
+def test_a_window_does_not_split_a_group_commit_round():
+    # a node's messages to itself wait in a batch too: were they delivered at once, its own
+    # participant's records would be flushed a window before its peers' arrive, in two fsyncs
+    assert overlapping_rounds(1) == overlapping_rounds(2) == overlapping_rounds(0)
 
 
 def test_the_window_delays_a_batch_by_at_most_its_ticks():
@@ -135,3 +152,102 @@ def test_explorer_batching_with_one_phase_commit():
 
     r = explore.search(setup, crashes=1, duplicates=1, progress=False)
     assert r.status == "exhausted" and r.violation is None, str(r)
+
+
+# -- the oracle's requests (kvlab.batching: the oracle is a peer like the others) ------------
+def oracle_sends(events: list) -> list:
+    return [e for e in events if e.kind == "send" and "tso" in (e.data["src"], e.data["dst"])]
+
+
+def test_a_nodes_commit_timestamps_of_one_tick_share_one_request_and_one_reply():
+    _, plain, hs = four_commits(None)
+    c, batched, hb = four_commits(0)
+    assert all(h.committed for h in hs + hb)
+    assert sorted(e.data["kind"] for e in oracle_sends(plain)) == ["TS_REPLY"] * 4 + \
+        ["TS_REQUEST"] * 4
+    assert [(e.data["src"], e.data["dst"], e.data["kind"]) for e in oracle_sends(batched)] == \
+        [("n1", "tso", BATCH), ("tso", "n1", BATCH)]
+    # consecutive timestamps, in the order the votes completed the transactions (T1 first)
+    assert [h.commit_ts for h in hb] == [h.commit_ts for h in hs]
+    ts = [h.commit_ts for h in hb]
+    assert ts == list(range(ts[0], ts[0] + 4)) and ts[0] > max(int(h.tx[1:]) for h in hb)
+    assert kvlab.check(c.history).ok
+
+
+def begins(window: int, n: int) -> tuple[kvlab.Cluster, list[int]]:
+    """n1 begins ``n`` transactions at one tick (the node's inputs, as an async client would)."""
+    from kvlab.node import Begin
+
+    c = kvlab.Cluster(NODES, seed=0, batch_window=window)
+    c["n2"].rollback(c["n2"].begin())  # the oracle has handed out timestamp 1, now unused
+    calls = []
+    for _ in range(n):
+        call = next(c._call_ids)
+        c._apply("n1", c._cores["n1"].handle(Begin(call)))
+        calls.append(call)
+    return c, calls
+
+
+def test_begins_of_one_window_travel_as_one_request_and_get_consecutive_timestamps():
+    c, calls = begins(2, 3)
+    t0, last = c.now, c.tso.last
+    start = len(c.trace)
+    while not oracle_sends(c.step()):  # held for the window: the oracle has issued nothing
+        assert c.tso.last == last and not c._replies
+    assert c.now - t0 == 2 and c.tso.last == last
+    c.run()
+    sent = oracle_sends(c.trace[start:])
+    assert [e.data["kind"] for e in sent] == [BATCH, BATCH]  # one request, one reply
+    got = [c._replies.pop(call).value for call in calls]
+    assert got == [(f"T{ts}", ts) for ts in range(last + 1, last + 4)]  # strictly increasing
+    assert c.tso.last == last + 3
+
+
+def test_the_watermark_counts_every_snapshot_in_a_batched_reply_in_flight():
+    c, calls = begins(0, 2)
+    while not any(e.data["src"] == "tso" for e in oracle_sends(c.step())):
+        pass
+    (env,) = c.pending()
+    assert env.msg.kind == BATCH and c.tso.last == 3
+    assert c._watermark() == 2  # the first snapshot of the reply, not yet received
+    c.run()
+    assert [c._replies.pop(call).value[1] for call in calls] == [2, 3]
+
+
+def two_commits_on_n1(**kw: Any) -> kvlab.Cluster:
+    """Two nodes; n1 commits two transactions at one tick, each writing a key of n2: n2's votes
+    come back in one BATCH, so n1's two commit timestamp requests share a batch too."""
+    c = kvlab.Cluster(["n1", "n2"], seed=0, batch_window=0, placement="partitioned", **kw)
+    n1 = c["n1"]
+    owner = c._cores["n1"].owner
+    keys = [k for k in (f"k{i}" for i in range(50)) if owner(k) == "n2"][:2]
+    txs = [n1.begin(), n1.begin()]
+    for t, k in zip(txs, keys, strict=True):
+        n1.put(t, k, 1)
+    for t in txs:
+        n1.commit_async(t)
+    return c
+
+
+def test_the_explorer_setup_batches_the_oracle_requests():
+    c = two_commits_on_n1()
+    start = len(c.trace)
+    c.run()
+    assert [(e.data["src"], e.data["kind"]) for e in oracle_sends(c.trace[start:])] == \
+        [("n1", BATCH), ("tso", BATCH)]
+
+
+@pytest.mark.parametrize("faults", [dict(crashes=1),
+                                    pytest.param(dict(crashes=1, duplicates=1),
+                                                 marks=pytest.mark.slow),
+                                    pytest.param(dict(crashes=1, drops=1),
+                                                 marks=pytest.mark.slow)])
+def test_explorer_batched_oracle_requests_stay_safe(faults):
+    r = explore.search(two_commits_on_n1, progress=False, **faults)
+    assert r.status == "exhausted" and r.violation is None, str(r)
+
+
+def test_explorer_still_catches_a_broken_rule_with_batched_oracle_requests():
+    r = explore.search(lambda: two_commits_on_n1(rules=kvlab.Rules(force_decision=False)),
+                       crashes=1, progress=False)
+    assert r.violation is not None

@@ -81,12 +81,13 @@ def test_the_sweep_behaves_as_the_chapter_says():
     assert window[1]["fsyncs"] < base[1]["fsyncs"]
     assert 1 < spread["+ one-phase"][0]["forced"] < spread["2PC"][0]["forced"]  # a third apply
     assert "+ one-phase" in ex.sweep_lines(co, "forced")[2]
-    for series in (co, spread):  # batching: fewer messages under load, the same oracle talk
+    for series in (co, spread):  # batching: fewer messages under load, to the oracle too
         alone, busy = series["+ batching (window 0)"]
         base_alone, base_busy = series["2PC"]
         assert alone["messages"] == base_alone["messages"]  # one at a time: nothing to gather
+        assert alone["oracle"] == base_alone["oracle"]
         assert busy["messages"] < base_busy["messages"]
-        assert (alone["oracle"], busy["oracle"]) == (base_alone["oracle"], base_busy["oracle"])
+        assert busy["oracle"] < base_busy["oracle"]
     assert [r["forced"] for r in co["+ batching (window 0)"]] == [3.0, 3.0]
     assert ex.sweep_lines(co, "forced")[-1].startswith("+ batching (window 0) ")
 
@@ -95,13 +96,14 @@ def test_batching_merges_messages_not_forced_records():
     _, plain, costs = ex.batched_commits(None)
     _, batched, batched_costs = ex.batched_commits(0)
     assert costs == {"messages": 16, "oracle": 8, "forced": 12, "fsyncs": 8}
-    # four BATCHes (PREPAREs, votes, COMMITs, ACKs); the oracle's 8 and the 12 records stay
-    assert batched_costs == {"messages": 4, "oracle": 8, "forced": 12, "fsyncs": 4}
+    # four BATCHes (PREPAREs, votes, COMMITs, ACKs), one to the oracle (the four commit
+    # timestamp requests) and one back; the 12 records stay, in 3 flushes
+    assert batched_costs == {"messages": 4, "oracle": 2, "forced": 12, "fsyncs": 3}
     def batches(events):
         return [e for e in events if e.kind == "send" and e.data["kind"] == "BATCH"]
-    assert batches(plain) == [] and len(batches(batched)) == 4
-    first = next(e for e in batched if e.kind == "flush" and e.node == "n2")
-    assert first.data["records"] == 4  # the four PREPAREs, made durable by one flush
+    assert batches(plain) == [] and len(batches(batched)) == 6
+    flushes = [e.data["records"] for e in batched if e.kind == "flush"]
+    assert flushes == [4, 4, 4]  # n2's PREPAREs, n1's DECISIONs, n2's COMMITs
 
 
 def test_the_window_trades_fsyncs_for_latency():
