@@ -48,7 +48,7 @@ def static() -> list[Path]:
 
 def explorer() -> Path:
     path = IMAGES / "explorer.png"
-    env = dict(os.environ, KVLAB_SCREENSHOT=str(path))
+    env = dict(os.environ, KVLAB_SCREENSHOT=str(path), KVLAB_UPDATE_IMAGES="1")
     subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                     "tests/test_browser.py"], check=True, env=env,
                    cwd=IMAGES.parent)

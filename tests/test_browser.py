@@ -3,7 +3,9 @@
 Needs Debian's ``chromium`` (``apt-get install chromium``; ``scripts/test.sh`` installs it when
 run as root) and the Python ``playwright`` package, which drives that Chromium directly: no
 browser download, ever. Under CI a missing browser fails the test instead of skipping it.
-The notebook is copied to a temporary directory first, so autosave never touches the repo.
+The notebook is copied to a temporary directory first, so autosave never touches the repo, and
+the screenshots go to a temporary directory too, unless ``KVLAB_UPDATE_IMAGES=1`` (what
+``scripts/make_images.py --browser`` sets) asks for the README's pictures in ``images/``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -25,7 +28,10 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = Path(os.environ.get("KVLAB_BROWSER_NOTEBOOK", ROOT / "notebooks" / "01_tour.ipynb"))
 CHROMIUM = "/usr/bin/chromium"
-SCREENSHOT = Path(os.environ.get("KVLAB_SCREENSHOT", ROOT / "images" / "browser_test.png"))
+# where the screenshots go: the README's pictures (images/) only when asked to update them
+UPDATE_IMAGES = os.environ.get("KVLAB_UPDATE_IMAGES") == "1"
+SHOTS = ROOT / "images" if UPDATE_IMAGES else Path(tempfile.mkdtemp(prefix="kvlab-shots-"))
+SCREENSHOT = Path(os.environ.get("KVLAB_SCREENSHOT", SHOTS / "browser_test.png"))
 TOKEN = "kvlab-browser-test"
 
 pytestmark = pytest.mark.browser
@@ -155,7 +161,7 @@ def test_stored_chapters_show_their_first_figure_and_explorer_picture(lab_chapte
     saved to images/; chapter 1's explorer shows a picture, not a raw "VBox(children=..." line,
     and chapter 6's progress line its finished state."""
     page = chromium
-    out = ROOT / "images"
+    out = SHOTS
     out.mkdir(exist_ok=True)
     for name, what in CHAPTERS.items():
         _open(page, lab_chapters, name)
@@ -259,7 +265,7 @@ def test_notebook_one_runs_in_jupyterlab_and_step_changes_the_explorer(lab, chro
     area = step.locator("xpath=ancestor::div[contains(@class,'jp-OutputArea-output')][1]")
     area.screenshot(path=str(SCREENSHOT))
     assert SCREENSHOT.stat().st_size > 10_000
-    if "KVLAB_SCREENSHOT" not in os.environ:  # the README's picture of the explorer
+    if UPDATE_IMAGES and "KVLAB_SCREENSHOT" not in os.environ:  # the README's picture
         shutil.copy(SCREENSHOT, ROOT / "images" / "explorer.png")
 
 
