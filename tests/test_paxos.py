@@ -534,15 +534,17 @@ def test_acceptor_tables_stay_bounded_and_a_late_phase_1_changes_nothing():
 
 
 # -- forgetting aborts: participants ack them (after a forced ABORT), then LEARNED ---------------
-def remote_abort() -> kvlab.Cluster:
-    """n1 coordinates a write to y, which n2 owns, over a newer committed version: n2 votes no."""
+def remote_abort(newer: str = "y", writes: tuple[str, ...] = ("y",)) -> kvlab.Cluster:
+    """n1 coordinates T1, writing keys other nodes own (y on n2, z on n3), ``newer`` over a
+    version committed after T1's snapshot: its owner votes no."""
     c = kvlab.Cluster(NODES, seed=0, commit_protocol="paxos", placement="partitioned")
-    n1, n2 = c["n1"], c["n2"]
+    n1, owner = c["n1"], c[c.core("n1").owner(newer)]
     t = n1.begin()
-    u = n2.begin()
-    n2.put(u, "y", 0)
-    assert n2.commit(u) is True
-    n1.put(t, "y", 1)
+    u = owner.begin()
+    owner.put(u, newer, 0)
+    assert owner.commit(u) is True
+    for key in writes:
+        n1.put(t, key, 1)
     n1.commit_async(t)
     return c
 
@@ -582,15 +584,7 @@ def test_aborted_transactions_are_forgotten_by_the_acceptors_too():
 def test_an_abort_is_acked_only_once_its_abort_record_is_durable():
     """n2 prepares T1 (y), n3 votes no (z has a newer version): n2's ABORT must be durable
     before its ack lets the acceptors forget T1."""
-    c = kvlab.Cluster(NODES, seed=0, commit_protocol="paxos", placement="partitioned")
-    n1, n3 = c["n1"], c["n3"]
-    t = n1.begin()
-    u = n3.begin()
-    n3.put(u, "z", 0)
-    assert n3.commit(u) is True
-    n1.put(t, "y", 1)
-    n1.put(t, "z", 1)
-    n1.commit_async(t)
+    c, t = remote_abort(newer="z", writes=("y", "z")), "T1"
     run_until(c, lambda: any(e.msg.kind == "ABORT" and e.msg.dst == "n2" for e in c.pending()))
     env = next(e for e in c.pending() if e.msg.kind == "ABORT" and e.msg.dst == "n2")
     assert c.states()[("n2", "participant", t)] in UNDECIDED
