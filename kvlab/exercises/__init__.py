@@ -7,6 +7,7 @@ One module per chapter (``tour``, ``mvcc``, ``anomalies``, ``twopc``, ``failures
 from __future__ import annotations
 
 import html
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 
@@ -36,3 +37,15 @@ def correct(message: str) -> Feedback:
 
 def not_yet(message: str) -> Feedback:
     return Feedback(False, message)
+
+
+def not_a_dict_of(value: object, keys: Sequence[object], name: str = "`answer`",
+                  meaning: str = "") -> str | None:
+    """Why ``value`` is not a dict with exactly ``keys`` (None: it is one), for a check's
+    not_yet; ``meaning`` says what the keys are."""
+    if isinstance(value, dict) and set(value) == set(keys):
+        return None
+    got = sorted(map(repr, value)) if isinstance(value, dict) else type(value).__name__
+    named = [repr(k) for k in keys]
+    listed = ", ".join(named[:-1]) + " and " + named[-1] if len(named) > 1 else named[0]
+    return f"{name} should be a dict with exactly the keys {listed}{meaning}, got {got}"

@@ -21,7 +21,7 @@ from typing import Any
 
 from kvlab.bench_fastpath import measure
 from kvlab.cluster import Cluster
-from kvlab.exercises import Feedback, correct, not_yet
+from kvlab.exercises import Feedback, correct, not_a_dict_of, not_yet
 from kvlab.messages import PREPARE, TSO
 
 NODES = ["n1", "n2", "n3"]
@@ -208,17 +208,15 @@ def check_costs(answer: Any) -> Feedback:
     if answer is None:
         return not_yet('set `answer` to a dict {"2pc": {1: (msgs, forced), 2: ..., 3: ...}, '
                        '"one_phase": {1: ..., 2: ..., 3: ...}}')
-    if not isinstance(answer, dict) or set(answer) != set(MODES):
-        got = sorted(map(repr, answer)) if isinstance(answer, dict) else type(answer).__name__
-        return not_yet(f"`answer` should be a dict with exactly the keys '2pc' and "
-                       f"'one_phase', got {got}")
+    why = not_a_dict_of(answer, MODES)
+    if why:
+        return not_yet(why)
     wrong = []
     for mode in MODES:
         cells = answer[mode]
-        if not isinstance(cells, dict) or set(cells) != set(KS):
-            got = sorted(map(repr, cells)) if isinstance(cells, dict) else type(cells).__name__
-            return not_yet(f"answer[{mode!r}] should be a dict with the keys 1, 2 and 3 (the "
-                           f"number of participants), got {got}")
+        why = not_a_dict_of(cells, KS, f"answer[{mode!r}]", " (the number of participants)")
+        if why:
+            return not_yet(why)
         for k in KS:
             pair = _cell(mode, k, cells[k])
             if isinstance(pair, str):

@@ -22,7 +22,7 @@ from typing import Any
 from kvlab import explore
 from kvlab.bench_commit import commit_costs
 from kvlab.cluster import Cluster
-from kvlab.exercises import Feedback, correct, not_yet
+from kvlab.exercises import Feedback, correct, not_a_dict_of, not_yet
 from kvlab.messages import P2A, VOTE_NO, VOTE_YES
 from kvlab.trace import Event
 
@@ -191,10 +191,9 @@ def check_blocking_steps(answer: Any) -> Feedback:
         return not_yet('set `answer` to a dict {"2pc": [...], "cooperative": [...], '
                        '"paxos": [...]}: for each protocol, the step numbers after which a '
                        'crash of n3 blocks a participant ([] for none)')
-    if not isinstance(answer, dict) or set(answer) != set(PROTOCOLS):
-        got = sorted(map(repr, answer)) if isinstance(answer, dict) else type(answer).__name__
-        return not_yet(f"`answer` should be a dict with exactly the keys '2pc', 'cooperative' "
-                       f"and 'paxos', got {got}")
+    why = not_a_dict_of(answer, PROTOCOLS)
+    if why:
+        return not_yet(why)
     wrong = []
     for protocol in PROTOCOLS:
         last, truth = blocked_steps(exercise_setup(protocol), COORDINATOR)
