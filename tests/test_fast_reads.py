@@ -7,6 +7,7 @@ from conftest import reader_races_a_commit
 
 import kvlab
 from kvlab import explore
+from kvlab.exercises.fastpath import read_meets_prepared_lock
 from kvlab.messages import PREPARE
 
 NODES = ["n1", "n2", "n3"]
@@ -16,19 +17,8 @@ def reader_snapshot_before_prepare(fast_reads: bool = True,
                                    protocol: str = "2pc") -> kvlab.Cluster:
     """The writer begins first, the reader's snapshot is issued at n3, then the writer
     prepares on n3 and the reader reads x there: the writer must commit above the snapshot."""
-    c = kvlab.Cluster(NODES, seed=0, fast_reads=fast_reads, commit_protocol=protocol)
-    n1, n3 = c["n1"], c["n3"]
-    s = n1.begin()
-    n1.put(s, "x", 0)
-    n1.commit(s)
-    w = n1.begin()
-    r = n3.begin()
-    n1.put(w, "x", 1)
-    n1.commit_async(w)
-    while not any(e.kind == "deliver" and e.node == "n3" and e.data["kind"] == PREPARE
-                  for e in c.step()):
-        pass
-    c.read = n3.get_async(r, "x")  # type: ignore[attr-defined]
+    c, r = read_meets_prepared_lock(fast_reads, protocol)
+    c.read = c["n3"].get_async(r, "x")  # type: ignore[attr-defined]
     return c
 
 

@@ -142,11 +142,12 @@ def sweep_lines(rows: dict[str, list[dict[str, Any]]], metric: str) -> list[str]
     return lines
 
 
-def read_wait(fast_reads: bool) -> tuple[int, Any]:
-    """A read that meets a prepared lock: n1 commits x = 1 while n3 reads x at a snapshot taken
-    before the PREPARE reached n3 (the writer must commit above it). Returns (simulated ticks
-    from the read to its answer, the value read)."""
-    c = Cluster(NODES, seed=0, fast_reads=fast_reads)
+def read_meets_prepared_lock(fast_reads: bool = True,
+                             protocol: str = "2pc") -> tuple[Cluster, str]:
+    """n1 commits x = 1 while n3 holds a reader whose snapshot was taken before the PREPARE
+    reached n3 (so the writer must commit above it). Returns the cluster stopped just after n3
+    prepared the writer, and the reader's transaction on n3, which has not read x yet."""
+    c = Cluster(NODES, seed=0, fast_reads=fast_reads, commit_protocol=protocol)
     n1, n3 = c["n1"], c["n3"]
     setup = n1.begin()
     n1.put(setup, "x", 0)
@@ -158,8 +159,15 @@ def read_wait(fast_reads: bool) -> tuple[int, Any]:
     while not any(e.kind == "deliver" and e.node == "n3" and e.data["kind"] == PREPARE
                   for e in c.step()):
         pass
+    return c, reader
+
+
+def read_wait(fast_reads: bool) -> tuple[int, Any]:
+    """A read that meets a prepared lock (:func:`read_meets_prepared_lock`). Returns (simulated
+    ticks from the read to its answer, the value read)."""
+    c, reader = read_meets_prepared_lock(fast_reads)
     t0 = c.now
-    h = n3.get_async(reader, "x")
+    h = c["n3"].get_async(reader, "x")
     while not h.done:
         c.step()
     return c.now - t0, h.value
