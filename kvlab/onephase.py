@@ -140,24 +140,27 @@ class OnePhaseCoordinator(Coordinator):
         tx = self.txs.get(msg.tx)
         if tx is None or tx.state != DELEGATED:
             return super().on_vote(msg)
-        out = Outputs()
         if msg.kind != VOTE_NO:
-            return out
-        tx.reason = f"aborted: {msg.src} (the only participant) said no: {msg.body['reason']}"
-        out.cancel.append(("resend", tx.id))
-        self._move(out, tx, "participant aborted")  # the client heard it from the participant
-        tx.request = None
-        return out
+            return Outputs()
+        # the client heard it from the participant
+        return self._settled(tx, "participant aborted", f"aborted: {msg.src} (the only "
+                             f"participant) said no: {msg.body['reason']}")
 
     def on_ack(self, msg: Message) -> Outputs:
         tx = self.txs.get(msg.tx)
         if tx is None or tx.state != DELEGATED:
             return super().on_ack(msg)
-        out = Outputs()
         tx.commit_ts = msg.body["commit_ts"]
-        tx.reason = f"committed at ts {tx.commit_ts} (one-phase, decided by {msg.src})"
+        # the client heard it already
+        return self._settled(tx, "participant committed", f"committed at ts {tx.commit_ts} "
+                             f"(one-phase, decided by {msg.src})")
+
+    def _settled(self, tx: CoordTx, event: str, reason: str) -> Outputs:
+        """The participant decided (and settled the client's handle): stop asking it."""
+        out = Outputs()
+        tx.reason = reason
         out.cancel.append(("resend", tx.id))
-        self._move(out, tx, "participant committed")  # the client heard it already
+        self._move(out, tx, event)
         tx.request = None
         return out
 
