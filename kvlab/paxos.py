@@ -486,9 +486,7 @@ class PaxosCoordinator(Coordinator):
 
     def _resend_abort(self, out: Outputs, at: AbortTx, to: Any) -> None:
         for p in to:
-            out.send(Message(self.node_id, p, ABORT, at.id,
-                             {"presumed": False, "start_ts": at.start_ts,
-                              "coordinator": self.node_id}))
+            out.send(self._decision(p, at.id, at.start_ts, False, None, self.node_id))
 
     def _lmove(self, out: Outputs, lt: LeadTx, event: str) -> None:
         new = advance(LEADER_TRANSITIONS, lt.state, event)
