@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -55,17 +56,18 @@ class Event:
                 "data": self.data}
 
 
-# How events are stored: one flat tuple each, ``(seq, time, kind, node, form, *fields)``, the
-# details formatted into a dict only when the event is read (views read a few, runs record
-# many). A tuple of plain values, like a dict of them, is invisible to Python's cyclic garbage
-# collector once it has looked at it, so a long trace costs the collector nothing. ``form`` says
-# how ``fields`` become the event's ``data``; each builds the same dict, in the same key order,
-# as the driver used to build eagerly (the trace is byte-for-byte what it was).
+# How events are stored: end to end in one flat list of plain values, each event as
+# ``seq, time, kind, node, form, *fields`` (``Trace._at`` says where each one starts), the details
+# formatted into a dict only when the event is read (views read a few, runs record many). Plain
+# values (ints, strings, None, tuples of them) are not objects Python's cyclic garbage collector
+# tracks, so recording an event makes nothing the collector counts or walks: a tuple per event
+# was one tracked object each (50-odd per transaction), which made the collector run twice as
+# often and its full passes cost a fifth of a traced run. ``form`` says how ``fields`` become the
+# event's ``data``; each builds the same dict, in the same key order, as the driver used to
+# build eagerly (the trace is byte-for-byte what it was).
 #
-# A dict is kept as its keys (one shared tuple per set of keys) and its values, at the end of
-# the event's tuple (rebuilt on read, in the same order): the collector stops tracking a tuple
-# of plain values, but never one that holds a dict, so a trace of dicts would be rescanned by
-# every full collection for as long as it lives.
+# A dict is kept as its keys (one shared tuple per set of keys) and its values (rebuilt on read,
+# in the same order).
 _PLAIN, _SEND, _DELIVER, _DROP, _WAL, _TIMER, _FLUSH = range(7)
 _SHAPES: dict[tuple, tuple] = {}  # the keys tuples, shared (a run has a few dozen)
 
@@ -109,84 +111,149 @@ def _event(t: tuple) -> Event:
     return Event(t[0], t[1], t[2], t[3], _data(t))
 
 
-class Trace(list):
-    """A list of :class:`Event` with a few helpers for reading it.
+class Trace:
+    """A sequence of :class:`Event` with a few helpers for reading it.
 
-    Stored compactly: each event is one flat tuple of plain values (its sequence number,
-    time, kind, node and details), formatted into an :class:`Event` only when read. Indexing
-    and iterating give an :class:`Event` (a fresh one, with a fresh ``data`` dict, each time).
-    The driver records through the specialised methods below (:meth:`send`, :meth:`wal`, ...),
-    which store their fields without building anything; :meth:`record` takes any details.
+    Stored compactly (see above): each event's plain fields (its sequence number, time, kind,
+    node and details) in one flat list, formatted into an :class:`Event` only when read.
+    ``len``, indexing and iterating give :class:`Event` objects (a fresh one, with a fresh
+    ``data`` dict, each time); a slice is a Trace. The driver records through the specialised
+    methods below (:meth:`send`, :meth:`wal`, ...), which store their fields without building
+    anything; :meth:`record` takes any details.
     """
 
+    __slots__ = ("enabled", "_flat", "_at")
+
     def __init__(self, events: Iterable[Event] = (), enabled: bool = True) -> None:
-        super().__init__((e.seq, e.time, e.kind, e.node, _PLAIN, _keys(e.data),
-                          *e.data.values()) for e in events)  # Events in, tuples stored
+        self._flat: list[Any] = []
+        self._at = array("q")  # where each event starts in _flat
+        for e in events:
+            self._at.append(len(self._flat))
+            self._flat += (e.seq, e.time, e.kind, e.node, _PLAIN, _keys(e.data),
+                           *e.data.values())
         self.enabled = enabled
 
     def record(self, time: int, kind: str, node: str | None, data: dict[str, Any]) -> None:
         """Append an event (its details are read from ``data`` now; keep no reference)."""
         if self.enabled:
-            self.append((len(self), time, kind, node, _PLAIN, _keys(data), *data.values()))
+            at, flat = self._at, self._flat
+            n = len(at)
+            at.append(len(flat))
+            flat += (n, time, kind, node, _PLAIN, _keys(data), *data.values())
 
     # The driver's common events, stored without formatting (callers check ``enabled``).
     def send(self, time: int, node: Any, id_: int, src: Any, dst: Any, kind: str,
              tx: str | None, due: int, body: dict[str, Any] | None) -> None:
         """A message sent; ``body`` None: not recorded (only plain bodies are)."""
+        at, flat = self._at, self._flat
+        n = len(at)
+        at.append(len(flat))
         if body is None:
-            self.append((len(self), time, "send", node, _SEND, id_, src, dst, kind, tx, due,
-                         None))
+            flat += (n, time, "send", node, _SEND, id_, src, dst, kind, tx, due, None)
         else:
-            self.append((len(self), time, "send", node, _SEND, id_, src, dst, kind, tx, due,
-                         _keys(body), *body.values()))
+            flat += (n, time, "send", node, _SEND, id_, src, dst, kind, tx, due, _keys(body),
+                     *body.values())
 
     def deliver(self, time: int, node: Any, id_: int, src: Any, dst: Any, kind: str,
                 tx: str | None) -> None:
-        self.append((len(self), time, "deliver", node, _DELIVER, id_, src, dst, kind, tx))
+        at, flat = self._at, self._flat
+        n = len(at)
+        at.append(len(flat))
+        flat += (n, time, "deliver", node, _DELIVER, id_, src, dst, kind, tx)
 
     def drop(self, time: int, node: Any, id_: int, src: Any, dst: Any, kind: str,
              tx: str | None, reason: str) -> None:
-        self.append((len(self), time, "drop", node, _DROP, id_, src, dst, kind, tx, reason))
+        at, flat = self._at, self._flat
+        n = len(at)
+        at.append(len(flat))
+        flat += (n, time, "drop", node, _DROP, id_, src, dst, kind, tx, reason)
 
     def wal(self, time: int, node: Any, lsn: int, type_: str, tx: str | None,
             force: bool) -> None:
-        self.append((len(self), time, "wal", node, _WAL, lsn, type_, tx, force))
+        at, flat = self._at, self._flat
+        n = len(at)
+        at.append(len(flat))
+        flat += (n, time, "wal", node, _WAL, lsn, type_, tx, force)
 
     def states(self, time: int, node: Any, notes: list[dict[str, Any]]) -> None:
         """A node's state changes (its Outputs' notes), in order."""
-        append, shapes = self.append, _SHAPES
+        at, flat, shapes = self._at, self._flat, _SHAPES
         for note in notes:
             keys = shapes.get(tuple(note)) or _keys(note)  # _keys, its common case inline
-            append((len(self), time, "state", node, _PLAIN, keys, *note.values()))
+            at.append(len(flat))
+            flat += (len(at) - 1, time, "state", node, _PLAIN, keys, *note.values())
 
     def wals(self, time: int, node: Any, lsn: int, records: list[Any]) -> None:
         """Records appended to a node's log from ``lsn`` on (objects with ``type``, ``data``
         and ``force``, as kvlab.effects.Record)."""
-        append = self.append
+        at, flat = self._at, self._flat
         for rec in records:
-            append((len(self), time, "wal", node, _WAL, lsn, rec.type, rec.data.get("tx"),
-                    rec.force))
+            at.append(len(flat))
+            flat += (len(at) - 1, time, "wal", node, _WAL, lsn, rec.type, rec.data.get("tx"),
+                     rec.force)
             lsn += 1
 
     def timer(self, time: int, node: Any, key: tuple) -> None:
-        self.append((len(self), time, "timer", node, _TIMER, key))
+        at, flat = self._at, self._flat
+        n = len(at)
+        at.append(len(flat))
+        flat += (n, time, "timer", node, _TIMER, key)
 
     def flush(self, time: int, node: Any, records: int, lsn: int) -> None:
-        self.append((len(self), time, "flush", node, _FLUSH, records, lsn))
+        at, flat = self._at, self._flat
+        n = len(at)
+        at.append(len(flat))
+        flat += (n, time, "flush", node, _FLUSH, records, lsn)
+
+    # -- reading ---------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._at)
+
+    def __bool__(self) -> bool:
+        return len(self._at) > 0
+
+    def _stored(self, i: int) -> list[Any]:
+        """Event ``i``'s stored fields (``0 <= i < len``)."""
+        at = self._at
+        end = at[i + 1] if i + 1 < len(at) else len(self._flat)
+        return self._flat[at[i]:end]
 
     def __iter__(self) -> Iterator[Event]:
-        return map(_event, super().__iter__())
+        return (_event(self._stored(i)) for i in range(len(self._at)))
 
     def __reversed__(self) -> Iterator[Event]:
-        return map(_event, super().__reversed__())
+        return (_event(self._stored(i)) for i in range(len(self._at) - 1, -1, -1))
 
     def __getitem__(self, i):  # slices stay Traces
-        got = super().__getitem__(i)
+        n = len(self._at)
         if isinstance(i, slice):
+            picked = range(n)[i]
             t = Trace()
-            list.extend(t, got)
+            if picked.step == 1:  # a run of events: one slice of the flat list
+                if picked:
+                    base, end = self._at[picked.start], (
+                        self._at[picked.stop] if picked.stop < n else len(self._flat))
+                    t._flat = self._flat[base:end]
+                    t._at = array("q", [a - base for a in self._at[picked.start:picked.stop]])
+            else:
+                for j in picked:
+                    t._at.append(len(t._flat))
+                    t._flat += self._stored(j)
             return t
-        return _event(got)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError("trace index out of range")
+        return _event(self._stored(i))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Trace):
+            return self._at == other._at and self._flat == other._flat
+        if isinstance(other, (list, tuple)):  # e.g. ``trace[start:] == []``
+            return len(other) == len(self) and all(a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as the list it was
 
     def lines(self) -> list[str]:
         return [str(e) for e in self]
