@@ -12,7 +12,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from kvlab.batching import Batcher, unpack
+from kvlab.batching import Batcher, one_record, unpack
 from kvlab.effects import Outputs
 from kvlab.errors import (
     CorruptLog,
@@ -68,7 +68,7 @@ from kvlab.twopc import (
     Rules,
     Timing,
 )
-from kvlab.wal import check_encodable
+from kvlab.wal import LogRecord, check_encodable
 
 ISOLATION_LEVELS = ("read_committed", "snapshot", "serializable")
 PLACEMENTS = ("all", "partitioned")
@@ -364,7 +364,11 @@ class NodeCore:
             for inner in unpack(msg):
                 got = self._deliver(inner)
                 out = got if out is None else out.merge(got)
-            return out if out is not None else Outputs()
+            if out is None:
+                return Outputs()
+            if out._records and len(out._records) > 1:  # one record for the batch
+                out._records = [one_record(out._records)]
+            return out
         if k == PREPARE:
             if self.config.fast_reads and self.store.seen != self.max_ts:
                 self.store.seen, self.store._fp = self.max_ts, None  # see Store.seen
@@ -827,7 +831,8 @@ class NodeCore:
         ck = inp.checkpoint
         if ck is not None:
             check_checkpoint(ck)
-        for r in inp.records:
+        records = unbatched(inp.records)
+        for r in records:
             check_record(r)
         prepared: dict[str, dict[str, Any]] = {}
         decided: dict[str, dict[str, Any]] = {}
@@ -845,7 +850,7 @@ class NodeCore:
             horizon = max(horizon, ck.get("horizon", 0))
             self.max_ts = ck["max_ts"]
         apply = self.store.apply
-        for r in inp.records:
+        for r in records:
             d = r.data
             t = r.type
             if t == "PREPARE":
@@ -983,6 +988,28 @@ def _ballot_values(data: dict[str, Any], what: str) -> None:
             raise CorruptLog(f"{what}: {pair!r} is not an [instance, vote] pair")
 
 
+def unbatched(records: list[Any]) -> list[Any]:
+    """The log's records, each BATCH record (kvlab.batching) replaced by the records it lists,
+    in order, with its LSN; CorruptLog if one is not a list of [type, data] records."""
+    if not any(r.type == BATCH for r in records):
+        return records
+    out = []
+    for r in records:
+        if r.type != BATCH:
+            out.append(r)
+            continue
+        inner = r.data.get("records") if isinstance(r.data, dict) else None
+        if not (isinstance(inner, list) and inner and all(
+                isinstance(x, list) and len(x) == 2 and isinstance(x[0], str) and x[0] != BATCH
+                and isinstance(x[1], dict) for x in inner)):
+            raise CorruptLog(f"WAL record LSN {r.lsn} (BATCH) does not list [type, data] "
+                             f"records: it passes its checksum but kvlab did not write it. "
+                             f"Restore the log from a backup, or delete the node's data "
+                             f"directory.")
+        out += [LogRecord(r.lsn, t, d) for t, d in inner]
+    return out
+
+
 def check_record(r: Any) -> None:
     """CorruptLog unless ``r`` is a record this module's recovery understands."""
     what = f"WAL record LSN {r.lsn} ({r.type})"
@@ -1043,4 +1070,4 @@ __all__ = ["NodeCore", "NodeConfig", "ReadResult", "ScanRow", "ScanResult", "own
            "ISOLATION_LEVELS", "PLACEMENTS", "COMMIT_PROTOCOLS", "Begin", "Get", "Scan", "Write",
            "Commit", "Rollback",
            "Deliver", "Fire", "PeerUp", "Abandon", "Recover", "Gc", "Resolve", "RECORD_FIELDS",
-           "OPTIONAL_FIELDS", "check_record", "check_checkpoint", "check_span"]
+           "OPTIONAL_FIELDS", "check_record", "check_checkpoint", "check_span", "unbatched"]

@@ -12,6 +12,7 @@ from kvlab import explore
 from kvlab.bench import two_commits
 from kvlab.errors import ConfigurationError
 from kvlab.messages import BATCH, PREPARE
+from kvlab.wal import decode
 
 NODES = ["n1", "n2", "n3"]
 
@@ -49,9 +50,17 @@ def test_one_batch_carries_every_prepare_to_each_participant():
     # PREPARE, vote, COMMIT and ack: 4 x 4 transactions x 2 peers, or 4 batches x 2 peers
     assert (len(remote(plain)), len(remote(batched))) == (32, 8)
     assert any(e.kind == "deliver" and e.data["kind"] == BATCH for e in batched)
-    # n2 appends the four PREPARE records in one go: one flush makes them durable
+    # n2 logs the four PREPAREs as one forced BATCH record, which one flush makes durable
+    logged = [e for e in batched if e.kind == "wal" and e.node == "n2"]
+    assert [(e.data["type"], e.data["force"]) for e in logged[:1]] == [(BATCH, True)]
+    first = decode(c.wal("n2").disk.read_log())[0][0]
+    assert [t for t, _ in first.data["records"]] == [PREPARE] * 4
     flushes = [e for e in batched if e.kind == "flush" and e.node == "n2"]
-    assert flushes[0].data["records"] == 4
+    assert flushes[0].data["records"] == 1
+    plain_forced = [e for e in plain if e.kind == "wal" and e.data["force"]]
+    batched_forced = [e for e in batched if e.kind == "wal" and e.data["force"]]
+    # forced: 12 PREPAREs and 4 DECISIONs one by one; one per batch (3 PREPAREs, 1 DECISION)
+    assert (len(plain_forced), len(batched_forced)) == (12 + 4 + 12, 3 + 1 + 3)
 
 
 def overlapping_rounds(window: int | None) -> int:
@@ -102,6 +111,59 @@ def test_a_crash_loses_the_open_batches_and_the_protocol_recovers():
     assert not c.pending()
     c.restart("n1")
     assert kvlab.check(c.history).ok
+
+
+def test_a_batch_record_recovers_as_the_records_inside_it(tmp_path):
+    # four PREPAREs logged as one BATCH record on each participant; every node crashes once
+    # the PREPAREs are durable and before any DECISION is: all four are in doubt after the
+    # restart (replay read each PREPARE out of the batch), and the coordinator's restart
+    # aborts them (presumed abort); then four more commit and survive a restart of everyone
+    c = kvlab.Cluster(NODES, seed=0, batch_window=0, data_dir=tmp_path)
+    n1 = c["n1"]
+    txs = [n1.begin() for _ in range(4)]
+    for i, t in enumerate(txs):
+        n1.put(t, f"k{i}", i)
+    for t in txs:
+        n1.commit_async(t)
+    for _ in range(200):  # until both peers' PREPAREs are durable
+        c.step()
+        if all(c.wal(n).flushed_lsn > 0 for n in ("n2", "n3")):
+            break
+    assert [r.type for r in decode(c.wal("n2").disk.read_log())[0]] == [BATCH]
+    for n in NODES:
+        c.crash(n)
+    for n in ("n2", "n3"):
+        c.restart(n)
+        assert sorted(t.id for t in c.core(n).participant.in_doubt()) == sorted(txs)
+    c.restart("n1")
+    c.run()
+    assert all(n1.outcome(t).status == "aborted" for t in txs)
+    more = [n1.begin() for _ in range(4)]
+    for i, t in enumerate(more):
+        n1.put(t, f"k{i}", 10 + i)
+    handles = [n1.commit_async(t) for t in more]
+    c.run()
+    assert all(h.committed for h in handles)
+    c.close()
+    again = kvlab.Cluster(NODES, data_dir=tmp_path)
+    for n in NODES:
+        assert {k: again.core(n).store.chains[k][-1].value for k in ("k0", "k3")} == \
+            {"k0": 10, "k3": 13}
+    again.close()
+
+
+@pytest.mark.parametrize("inner", [None, [], [["PREPARE"]], [["BATCH", {}]], [[1, {}]],
+                                   [["PREPARE", []]]])
+def test_a_damaged_batch_record_is_refused(inner):
+    from kvlab.errors import CorruptLog
+    from kvlab.node import unbatched
+    from kvlab.wal import LogRecord
+
+    ok = LogRecord(3, BATCH, {"records": [["END", {"tx": "T1"}], ["END", {"tx": "T2"}]]})
+    assert [(r.lsn, r.type, r.data["tx"]) for r in unbatched([ok])] == [(3, "END", "T1"),
+                                                                      (3, "END", "T2")]
+    with pytest.raises(CorruptLog, match="LSN 3 .BATCH. does not list"):
+        unbatched([LogRecord(3, BATCH, {} if inner is None else {"records": inner})])
 
 
 @pytest.mark.parametrize("bad", [-1, 1.5, "2", True])

@@ -88,22 +88,29 @@ def test_the_sweep_behaves_as_the_chapter_says():
         assert alone["oracle"] == base_alone["oracle"]
         assert busy["messages"] < base_busy["messages"]
         assert busy["oracle"] < base_busy["oracle"]
-    assert [r["forced"] for r in co["+ batching (window 0)"]] == [3.0, 3.0]
+    for series in (co, spread):  # and fewer forced records: one per delivered batch
+        alone, busy = series["+ batching (window 0)"]
+        assert alone["forced"] == series["2PC"][0]["forced"]  # alone: batches of one message
+        assert busy["forced"] < series["2PC"][1]["forced"]
     assert ex.sweep_lines(co, "forced")[-1].startswith("+ batching (window 0) ")
 
 
-def test_batching_merges_messages_not_forced_records():
+def test_batching_merges_messages_and_forced_records():
     _, plain, costs = ex.batched_commits(None)
     _, batched, batched_costs = ex.batched_commits(0)
     assert costs == {"messages": 16, "oracle": 8, "forced": 12, "fsyncs": 8}
     # four BATCHes (PREPAREs, votes, COMMITs, ACKs), one to the oracle (the four commit
-    # timestamp requests) and one back; the 12 records stay, in 3 flushes
-    assert batched_costs == {"messages": 4, "oracle": 2, "forced": 12, "fsyncs": 3}
+    # timestamp requests) and one back; the 12 forced records become one per batch, in 3 flushes
+    assert batched_costs == {"messages": 4, "oracle": 2, "forced": 3, "fsyncs": 3}
     def batches(events):
         return [e for e in events if e.kind == "send" and e.data["kind"] == "BATCH"]
     assert batches(plain) == [] and len(batches(batched)) == 6
+    logged = [(e.node, e.data["type"], e.data["force"]) for e in batched if e.kind == "wal"]
+    # n2's four PREPAREs, n1's four DECISIONs, n2's four COMMITs, n1's four ENDs
+    assert logged == [("n2", "BATCH", True), ("n1", "BATCH", True), ("n2", "BATCH", True),
+                      ("n1", "BATCH", False)]
     flushes = [e.data["records"] for e in batched if e.kind == "flush"]
-    assert flushes == [4, 4, 4]  # n2's PREPAREs, n1's DECISIONs, n2's COMMITs
+    assert flushes == [1, 1, 1]
 
 
 def test_the_window_trades_fsyncs_for_latency():
