@@ -313,3 +313,13 @@ def test_explorer_still_catches_a_broken_rule_with_batched_oracle_requests():
     r = explore.search(lambda: two_commits_on_n1(rules=kvlab.Rules(force_decision=False)),
                        crashes=1, progress=False)
     assert r.violation is not None
+
+
+def test_the_wal_view_says_what_a_batch_record_holds():
+    from kvlab.exercises.fastpath import batched_commits
+    from kvlab.viz.walview import detail
+
+    c, _, _ = batched_commits(0)
+    assert [detail(r) for r in c.wal("n2").scan().records] == [
+        "4 records: PREPARE T1, PREPARE T2, PREPARE T3, PREPARE T4",
+        "4 records: COMMIT T1, COMMIT T2, COMMIT T3, COMMIT T4"]

@@ -38,6 +38,10 @@ def detail(rec: LogRecord) -> str:
         return "aborted (not forced: presumed abort)"
     if rec.type == "END":
         return "every participant acked; the coordinator may forget it"
+    if rec.type == "BATCH":  # kvlab.batching: one record for what one batch of messages made
+        inner = d.get("records", [])
+        return f"{len(inner)} records: " + ", ".join(
+            f"{t} {x.get('tx') or ''}".rstrip() for t, x in inner)
     return ", ".join(f"{k}={v!r}" for k, v in d.items() if k != "tx")
 
 
