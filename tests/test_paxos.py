@@ -677,6 +677,27 @@ def test_a_coordinator_that_crashes_after_its_end_and_before_learned_still_forge
     finish(c, h, t)
 
 
+def test_a_coordinator_whose_own_acceptor_accepted_nothing_still_has_its_reminder():
+    """Every vote to n1's own acceptor is lost: n1 decides from n2's and n3's accepts, so only
+    the ballot-0 promise forced with its END is left to remind the restarted n1 of T1."""
+    c = paxos()
+    t, h = start_one(c)
+    for _ in range(10_000):
+        for env in c.pending():
+            if env.msg.kind == P2A and env.msg.dst == "n1":
+                c.drop(env)
+        if any(e.msg.kind == LEARNED for e in c.pending()):
+            break
+        assert c.step()
+    assert [r.type for r in records(c, "n1") if r.data.get("tx") == t][-2:] == \
+        ["END", "PROMISE"]
+    for env in [e for e in c.pending() if e.msg.kind == LEARNED]:
+        c.drop(env)
+    c.crash("n1")
+    c.restart("n1")
+    finish(c, h, t)
+
+
 def test_a_lost_learned_is_sent_again_until_acked():
     c = paxos()
     t, h = start_one(c)
