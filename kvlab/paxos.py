@@ -28,7 +28,9 @@ Forced records (each one is what a crash must not lose):
 * the coordinator forces BEGIN (the participants) before any PREPARE leaves: participants learn
   of a transaction only from its PREPARE, so if every PREPARE died with the coordinator, only
   its restart can finish the transaction (it leads it again, and the acceptors' answers say
-  it aborts). A restarted coordinator with no BEGIN on record knows no PREPARE ever left.
+  it aborts). A restarted coordinator with no BEGIN on record knows no PREPARE ever left;
+* the coordinator forces END after the last ack, with (if its own acceptor has no entry of the
+  transaction) a ballot-0 PROMISE there, before any LEARNED leaves: see Forgetting.
 
 No DECISION record is written: the acceptors' forced ACCEPT records *are* the decision (any
 leader recomputes it from F+1 of them). The coordinator forces END once every participant has
