@@ -28,11 +28,14 @@ Forced records (each one is what a crash must not lose):
 * the coordinator forces BEGIN (the participants) before any PREPARE leaves: participants learn
   of a transaction only from its PREPARE, so if every PREPARE died with the coordinator, only
   its restart can finish the transaction (it leads it again, and the acceptors' answers say
-  it aborts). A restarted coordinator with no BEGIN on record knows no PREPARE ever left.
+  it aborts). A restarted coordinator with no BEGIN on record knows no PREPARE ever left;
+* the coordinator forces END after the last ack, with (if its own acceptor has no entry of the
+  transaction) a ballot-0 PROMISE there, before any LEARNED leaves: see Forgetting.
 
 No DECISION record is written: the acceptors' forced ACCEPT records *are* the decision (any
-leader recomputes it from F+1 of them); the coordinator's unforced END only spares it leading
-a decided transaction again after a restart. A
+leader recomputes it from F+1 of them). The coordinator forces END once every participant has
+acked the outcome, commit or abort alike, and never before: a coordinator that restarts with a
+BEGIN and no END leads the transaction again, and collects the acks itself. A
 participant's "no" vote is forced too (ABORT with its start timestamp): after a crash a
 duplicate PREPARE must not give its instance a second ballot-0 value.
 
@@ -55,23 +58,50 @@ Liveness (leaders must not preempt each other forever, nor outrun a slow accepto
   timer and a participant's decision timer wait ``VOTE_ROUNDS`` (3) times their timeout: a
   vote is three round trips away (PREPARE, the prepare timestamp, the acceptors).
 
-Forgetting (so memory stays flat): an acceptor drops a transaction's instances when the
-coordinator says every participant has the outcome (LEARNED, sent when the last ACK of a commit
-or of an abort arrives, after a forced END; the coordinator resends the decision to those that
-have not acked, as two-phase commit resends COMMIT). That is safe because no leader can ever
-ask again: a leader is started only by an in-doubt participant (each acked after its COMMIT or
-ABORT record was durable, so none is in doubt again, even after a crash; a delayed PREPARE
-finds the transaction finished, or is refused below the horizon), by the coordinator restarting
-with a BEGIN and no END (the END is forced before LEARNED leaves), or is one already running
-(each retires when its own participant learns the outcome; the coordinator's has decided). A
-delayed P1A or P2A of an old leader may still arrive and recreate an entry; its answer goes to
-a leader that is gone, and no new one will run phase 1, so it changes no outcome (the entry is
-a leak bounded by the messages in flight). The unforced LEARNED record keeps a log replay from
-reviving the instances; a crash that loses it revives only the records since the last
-checkpoint. An abort logs no END until its last ack, so a coordinator that crashes before then
-leads the transaction again from its BEGIN after the restart, and collects the acks then. A
-commit's END is logged at the decision too (unforced), so a coordinator that crashes after it
-and before the last ack keeps its acceptors' entries (a leak bounded by crashes).
+Forgetting (so memory stays flat: once every node is up and the run is quiet, no acceptor
+holds an entry of a finished transaction, whatever was crashed, lost or delayed before):
+
+* *When it is safe.* An acceptor's instances are read only by a leader's phase 1, and a leader
+  is started only by a participant in doubt, by the coordinator (its vote timer, or its
+  restart with a BEGIN and no END), or is one already running. Once the coordinator's END is
+  durable none of these can happen again: every participant acked after its COMMIT or ABORT
+  record was durable, so none is in doubt again, even after a crash (a delayed PREPARE finds
+  the transaction finished, or is refused below the horizon); the END stops the coordinator
+  leading it again; each participant's leader retired when its participant learned the
+  outcome, and the coordinator's has decided. So an acceptor may drop a transaction's
+  instances only on the word of its coordinator that its END is durable (LEARNED, sent after
+  it: the Outbox holds it behind the forced END), never on its own.
+* *LEARNED is acked and resent.* After the END the coordinator sends LEARNED to the other
+  acceptors and resends it, as COMMIT is resent (parked on a peer that is down), until each
+  acked; its own acceptor forgets last. That entry (a ballot-0 promise, forced with the END,
+  if it had none) is the durable reminder: a coordinator that restarts with an entry of a
+  transaction it coordinated and ended forgets it again, LEARNED to the others first.
+* *An entry that may outlive its LEARNED asks.* An entry a message makes after its
+  transaction's LEARNED came here (a delayed ballot-0 P2A, or an old leader's P1A or P2A,
+  whose answer goes to a leader that is gone) gets no LEARNED again. The acceptor cannot tell
+  it from a live one, but it can tell that it may be one: its coordinator's LEARNED for a
+  transaction that started as late or later came already (``learned_below``), or this node
+  restarted since (that knowledge is volatile). Such an entry arms a timer (``ASK_ROUNDS``
+  decision timeouts), and so does every entry a restart brings back (its LEARNED record was
+  unforced). If the timer fires, the acceptor asks the coordinator (STATUS, parked on it:
+  asked again whenever the failure detector says it is reachable). Every acceptor entry and
+  message names the coordinator (ballot 0's node, or the ``coordinator`` field of a
+  takeover's P1A and P2A and of ACCEPT and PROMISE records). The coordinator answers LEARNED
+  if it is not working on the transaction: every record that says it is (undecided, a leader,
+  acks outstanding) is rebuilt by a restart from a BEGIN with no END, or from the checkpoint,
+  and an acceptor has an entry only after the BEGIN was durable, so none left means ended.
+  Otherwise it answers "later" (LEARNED with ``later``): the LEARNED after its END, resent
+  until acked, will come; the acceptor stops asking, so a transaction blocked by a crashed
+  node does not keep a live one busy forever. The coordinator's own acceptor asks it
+  directly (no message), and an ended transaction's entry there starts forgetting again.
+* A participant that is no acceptor of the transaction holds an entry only for its own
+  takeover's promise: no LEARNED goes to it, and it drops the entry when its leader retires,
+  or when a restart finds its outcome on record.
+
+Every step is either forced before the next message leaves (END, the reminder) or repeated
+until acknowledged, so a crash or a lost message only delays forgetting. The unforced
+LEARNED record keeps a replay of the log from reviving the instances; losing it revives them
+with their timer, and they ask again.
 """
 
 from __future__ import annotations
@@ -91,6 +121,7 @@ from kvlab.messages import (
     P1B,
     P2A,
     P2B,
+    STATUS,
     TS_REQUEST,
     TSO,
     Message,
@@ -125,13 +156,19 @@ ACCEPTED = "ACCEPTED"  # accepted a value for at least one instance
 
 FORGOTTEN = "FORGOTTEN"  # every participant has the outcome durably: the instances are dropped
 ACCEPTOR_TRANSITIONS: dict[str, dict[str, str]] = {
-    IDLE: {"accept": ACCEPTED, "promise": PROMISED, "stale ballot": IDLE},
+    IDLE: {"accept": ACCEPTED, "promise": PROMISED, "stale ballot": IDLE,
+           "all learned": FORGOTTEN},
     PROMISED: {"accept": ACCEPTED, "promise": PROMISED, "stale ballot": PROMISED,
                "all learned": FORGOTTEN},
     ACCEPTED: {"accept": ACCEPTED, "promise": ACCEPTED, "stale ballot": ACCEPTED,
                "all learned": FORGOTTEN},
     FORGOTTEN: {},
 }
+
+# An acceptor's entry normally goes with the LEARNED its coordinator sends after the last ack:
+# the votes (three round trips), the decision, the acks, a forced END. If it is still there
+# after this many decision timeouts, the acceptor asks the coordinator (see Forgetting).
+ASK_ROUNDS = 6
 
 PHASE1 = "PHASE1"  # leader: collecting promises (and what was accepted) from a majority
 PHASE2 = "PHASE2"  # leader: collecting accepts for its proposals, instance by instance
@@ -199,41 +236,77 @@ class AccTx:
     state: str = IDLE
     promised: Ballot = (-1, "")
     accepted: dict[Any, tuple[Ballot, list]] = field(default_factory=dict)  # rm -> (b, value)
+    coordinator: Any = None  # whom to ask whether the instances may go (see Forgetting)
 
     def clone(self) -> AccTx:
-        return AccTx(self.id, self.start_ts, self.state, self.promised, dict(self.accepted))
+        return AccTx(self.id, self.start_ts, self.state, self.promised, dict(self.accepted),
+                     self.coordinator)
 
     def fingerprint(self) -> int:
         return mixed_hash((self.id, self.start_ts, self.state, self.promised,
                            tuple(sorted((str(k), v[0], tuple(v[1]))
-                                        for k, v in self.accepted.items()))))
+                                        for k, v in self.accepted.items())),
+                           self.coordinator))
+
+
+def ask_key(tx_id: str) -> tuple:
+    """An acceptor's timer for one transaction's entry: if it fires, the entry outlived the
+    LEARNED that should have removed it (lost, or the entry came back after it: a delayed
+    message, a replay), so the acceptor asks the coordinator (see Forgetting)."""
+    return ("resend", tx_id, "acceptor")
 
 
 class Acceptor:
     """One node's acceptor: promises and accepts, durably, and answers the ballot's leader."""
 
-    def __init__(self, node_id: Any) -> None:
+    def __init__(self, node_id: Any, timing: Timing | None = None) -> None:
         self.node_id = node_id
+        self.timing = timing  # None: no timers (a bare acceptor, as the unit tests make)
         self.txs: dict[str, AccTx] = {}
+        self.parked: dict[Any, dict[str, None]] = {}  # coordinator -> entries asking it
+        # coordinator -> one past the largest start timestamp of its transactions whose
+        # LEARNED came here: a new entry below it may be a late message's, after LEARNED
+        self.learned_below: dict[Any, int] = {}
+        self.restarted = False  # what the LEARNED before a crash said is gone: any may be
 
     def clone(self) -> Acceptor:
-        a = Acceptor(self.node_id)
+        a = Acceptor(self.node_id, self.timing)
         a.txs = {k: t.clone() for k, t in self.txs.items()}
+        a.parked = {c: dict(t) for c, t in self.parked.items()}
+        a.learned_below, a.restarted = dict(self.learned_below), self.restarted
         return a
 
     def fingerprint(self) -> int:
-        return sum([t.fingerprint() for t in self.txs.values()]) & _MASK
+        parked = tuple(sorted((str(c), tuple(sorted(t))) for c, t in self.parked.items() if t))
+        rest = (parked, tuple(sorted((str(c), b) for c, b in self.learned_below.items())),
+                self.restarted)
+        return (sum([t.fingerprint() for t in self.txs.values()]) + mixed_hash(rest)) & _MASK
 
-    def _tx(self, tx_id: str, start_ts: int) -> AccTx:
+    def _tx(self, out: Outputs, tx_id: str, start_ts: int, coordinator: Any,
+            ask: bool = True) -> AccTx:
+        """The entry of ``tx_id``, made if there is none. A new one made by a message
+        (``ask``) that may have come after the transaction's LEARNED arms its timer (any
+        other gets its LEARNED: the coordinator resends it until this acceptor acks)."""
         t = self.txs.get(tx_id)
         if t is None:
-            t = self.txs[tx_id] = AccTx(tx_id, start_ts)
+            t = self.txs[tx_id] = AccTx(tx_id, start_ts, coordinator=coordinator)
+            if ask and coordinator is not None and self.timing is not None and (
+                    self.restarted or start_ts < self.learned_below.get(coordinator, 0)):
+                out.timer(ask_key(tx_id), self.timing.decision_timeout * ASK_ROUNDS)
+        elif t.coordinator is None:
+            t.coordinator = coordinator
         return t
 
     def _move(self, out: Outputs, t: AccTx, event: str) -> None:
         new = advance(ACCEPTOR_TRANSITIONS, t.state, event)
         out.note(role="acceptor", tx=t.id, event=event, old=t.state, new=new)
         t.state = new
+
+    def _record(self, t: AccTx, bal: Ballot, **more: Any) -> dict[str, Any]:
+        r = {"tx": t.id, "start_ts": t.start_ts, "ballot": list(bal), **more}
+        if t.coordinator is not None:  # whom to ask after a restart (see Forgetting)
+            r["coordinator"] = t.coordinator
+        return r
 
     def promised_round(self, tx_id: str) -> int:
         t = self.txs.get(tx_id)
@@ -252,8 +325,10 @@ class Acceptor:
         instance (its participant proposes once: another one is a stale duplicate)."""
         out = Outputs()
         b = msg.body
-        t = self._tx(msg.tx, b["start_ts"])
         bal = ballot(b["ballot"])
+        # ballot 0 is the coordinator's; a takeover leader names the coordinator
+        t = self._tx(out, msg.tx, b["start_ts"],
+                     b.get("coordinator", bal[1] if bal[0] == 0 else None))
         if bal < t.promised:
             return self._nack(out, t, bal)
         new: list[list] = []
@@ -273,8 +348,7 @@ class Acceptor:
         t.promised = max(t.promised, bal)
         self._move(out, t, "accept")
         if new:  # forced: a chosen value must survive F acceptor crashes
-            out.log("ACCEPT", {"tx": t.id, "start_ts": t.start_ts, "ballot": list(bal),
-                               "values": new}, force=True)
+            out.log("ACCEPT", self._record(t, bal, values=new), force=True)
         out.send(Message(self.node_id, bal[1], P2B, t.id,
                          {"ballot": list(bal), "values": answer}))
         return out
@@ -284,7 +358,7 @@ class Acceptor:
         leader's value be chosen behind the new one) and report every value accepted."""
         out = Outputs()
         b = msg.body
-        t = self._tx(msg.tx, b["start_ts"])
+        t = self._tx(out, msg.tx, b["start_ts"], b.get("coordinator"))
         bal = ballot(b["ballot"])
         if bal < t.promised:
             return self._nack(out, t, bal)
@@ -295,38 +369,90 @@ class Acceptor:
                                        sorted(t.accepted.items(), key=lambda kv: str(kv[0]))]}))
         return out
 
-    def promise(self, out: Outputs, tx_id: str, start_ts: int, bal: Ballot) -> None:
+    def promise(self, out: Outputs, tx_id: str, start_ts: int, bal: Ballot,
+                coordinator: Any = None) -> None:
         """Promise ``bal`` (forced). A leader also promises its own ballot here before phase
         1, acceptor of the transaction or not: after a crash this record makes it pick a
         higher one, so no ballot ever gets two leaders (two values) across incarnations."""
-        t = self._tx(tx_id, start_ts)
+        t = self._tx(out, tx_id, start_ts, coordinator, ask=False)
         if bal > t.promised:
             t.promised = bal
-            out.log("PROMISE", {"tx": t.id, "start_ts": t.start_ts, "ballot": list(bal)},
-                    force=True)
+            out.log("PROMISE", self._record(t, bal), force=True)
         self._move(out, t, "promise")
 
     def on_learned(self, msg: Message) -> Outputs:
         """The coordinator says every participant has the outcome durably: forget (see the
-        module docstring, Forgetting). The unforced LEARNED record keeps a replay of the log
-        from bringing the instances back; losing it only means keeping them."""
+        module docstring, Forgetting), and ack, so that it stops resending. Or, answering
+        this acceptor's question, it says "later": not finished yet, and it will send
+        LEARNED when it is: stop asking."""
         out = Outputs()
         t = self.txs.get(msg.tx)
+        if msg.body.get("later"):
+            if t is not None:
+                self._stop_asking(out, t.id)
+            return out
+        self.forget(out, msg.tx, msg.src, msg.body.get("start_ts"))
+        out.send(Message(self.node_id, msg.src, ACK, msg.tx, {"forgot": True}))
+        return out
+
+    def forget(self, out: Outputs, tx_id: str, coordinator: Any = None,
+               start_ts: int | None = None) -> None:
+        """Drop the instances. The unforced LEARNED record keeps a replay of the log from
+        bringing them back; a crash that loses it brings them back with their timer, and the
+        coordinator is asked again."""
+        t = self.txs.get(tx_id)
         if t is not None:
-            self._move(out, t, "all learned")
-            del self.txs[t.id]
-            out.log("LEARNED", {"tx": t.id})
+            coordinator, start_ts = t.coordinator or coordinator, t.start_ts
+        if coordinator is not None and start_ts is not None:
+            self.learned_below[coordinator] = max(self.learned_below.get(coordinator, 0),
+                                                  start_ts + 1)
+        if t is None:
+            return
+        self._move(out, t, "all learned")
+        del self.txs[tx_id]
+        self._stop_asking(out, tx_id)
+        out.log("LEARNED", {"tx": tx_id})
+
+    def _stop_asking(self, out: Outputs, tx_id: str) -> None:
+        out.cancel.append(ask_key(tx_id))
+        for waiting in self.parked.values():
+            waiting.pop(tx_id, None)
+
+    def ask(self, tx_id: str) -> Outputs:
+        """The entry's timer fired: ask its coordinator whether it may go (it answers LEARNED,
+        or "later"), and park on it: the failure detector wakes this acceptor to ask again
+        while no answer came (at once if the coordinator is up, once it is back if not)."""
+        out = Outputs()
+        t = self.txs.get(tx_id)
+        if t is None or t.coordinator is None:
+            return out
+        out.send(Message(self.node_id, t.coordinator, STATUS, t.id,
+                         {"acceptor": True, "start_ts": t.start_ts}))
+        self.parked.setdefault(t.coordinator, {})[t.id] = None
+        out.watch.append(t.coordinator)
+        return out
+
+    def on_peer_up(self, peer: Any) -> Outputs:
+        """A coordinator it parked on is reachable and has not answered: ask it again."""
+        out = Outputs()
+        for tx_id in self.parked.pop(peer, ()):
+            out.merge(self.ask(tx_id))
         return out
 
     def recover(self, records: list[dict[str, Any]]) -> None:
         """Rebuild promises and accepted values from ACCEPT and PROMISE records, in order
         (and drop what a LEARNED record says every participant knows)."""
+        self.restarted = True
         for r in records:
             if "ballot" not in r:  # LEARNED
                 self.txs.pop(r["tx"], None)
                 continue
-            t = self._tx(r["tx"], r["start_ts"])
             bal = ballot(r["ballot"])
+            t = self.txs.get(r["tx"])
+            if t is None:
+                t = self.txs[r["tx"]] = AccTx(r["tx"], r["start_ts"])
+            if t.coordinator is None:  # (ballot 0 is the coordinator's)
+                t.coordinator = r.get("coordinator", bal[1] if bal[0] == 0 else None)
             t.promised = max(t.promised, bal)
             if "values" in r:
                 for rm, value in r["values"]:
@@ -338,16 +464,19 @@ class Acceptor:
     def dump(self) -> dict[str, Any]:
         """For a checkpoint (the log it truncates held the ACCEPT and PROMISE records)."""
         return {t.id: [t.start_ts, list(t.promised),
-                       [[rm, list(b), v] for rm, (b, v) in t.accepted.items()]]
+                       [[rm, list(b), v] for rm, (b, v) in t.accepted.items()], t.coordinator]
                 for t in self.txs.values()}
 
     def load(self, data: Any) -> None:
         try:
-            for tx_id, (start_ts, promised, accepted) in data.items():
-                t = self._tx(tx_id, int(start_ts))
+            for tx_id, (start_ts, promised, accepted, *coordinator) in data.items():
+                t = self.txs.get(tx_id)
+                if t is None:
+                    t = self.txs[tx_id] = AccTx(tx_id, int(start_ts))
                 t.promised = ballot(promised)
                 t.accepted = {rm: (ballot(b), list(v)) for rm, b, v in accepted}
                 t.state = ACCEPTED if t.accepted else PROMISED
+                t.coordinator = coordinator[0] if coordinator else None
         except (TypeError, ValueError, AttributeError) as e:
             raise CorruptLog(f"the checkpoint: the acceptor state is malformed ({e}): it "
                              f"passes its checksum but kvlab did not write it. Restore it from "
@@ -390,25 +519,47 @@ class LeadTx:
 
 
 @dataclass(slots=True)
-class AbortTx:
-    """An aborted transaction whose participants have not all acked the abort: until every
-    one has (after its forced ABORT record), one of them may still be in doubt and lead a
-    ballot, so the acceptors must keep the instances."""
+class Unacked:
+    """An outcome this coordinator decided by leading its transaction again (after a restart)
+    or an abort, whose participants have not all acked it: until every one has (after its
+    forced COMMIT or ABORT record), one of them may still be in doubt and lead a ballot, so
+    the acceptors must keep the instances. (A commit decided by ballot 0 waits for its acks
+    as two-phase commit's COMMITTING.)"""
 
     id: str
     start_ts: int  # resent with ABORT: a participant that never heard of the transaction
     # remembers it until the horizon passes it, and refuses its delayed PREPARE
     participants: tuple
+    commit_ts: int | None = None  # None: aborted
     acked: dict[Any, None] = field(default_factory=dict)
     attempt: int = 0
 
-    def clone(self) -> AbortTx:
-        return AbortTx(self.id, self.start_ts, self.participants, dict(self.acked),
-                       self.attempt)
+    def clone(self) -> Unacked:
+        return Unacked(self.id, self.start_ts, self.participants, self.commit_ts,
+                       dict(self.acked), self.attempt)
 
     def fingerprint(self) -> int:
-        return mixed_hash((self.id, self.start_ts, self.participants,
+        return mixed_hash((self.id, self.start_ts, self.participants, self.commit_ts,
                            tuple(sorted(map(str, self.acked))), self.attempt))
+
+
+@dataclass(slots=True)
+class Forgetting:
+    """A finished transaction (END durable) whose other acceptors have not all acked
+    LEARNED. This node's own acceptor keeps its entry until they have: the entry is the
+    durable reminder that makes a restarted coordinator send LEARNED again."""
+
+    id: str
+    start_ts: int  # sent with LEARNED (see Acceptor.learned_below)
+    waiting: dict[Any, None]  # acceptors that have not acked LEARNED
+    attempt: int = 0
+
+    def clone(self) -> Forgetting:
+        return Forgetting(self.id, self.start_ts, dict(self.waiting), self.attempt)
+
+    def fingerprint(self) -> int:
+        return mixed_hash((self.id, self.start_ts, tuple(sorted(map(str, self.waiting))),
+                           self.attempt))
 
 
 class PaxosCoordinator(Coordinator):
@@ -417,7 +568,7 @@ class PaxosCoordinator(Coordinator):
     its ballots are unique whichever role started it)."""
 
     TRANSITIONS = PAXOS_COORDINATOR_TRANSITIONS  # two-phase commit's bookkeeping, this table
-    END_WHEN_ACKED = False  # there is no DECISION to end; END is logged at the decision
+    END_WHEN_ACKED = False  # END is forced after the last ack, here (_all_acked)
     # a vote is three round trips away, not one: PREPARE, the prepare timestamp's, and the
     # acceptors' P2A/P2B (each after a forced record). Taking over sooner proposes "aborted"
     # for votes still on their way: with a tight vote_timeout nothing would ever commit.
@@ -427,10 +578,11 @@ class PaxosCoordinator(Coordinator):
                  f: int) -> None:
         super().__init__(node_id, timing, rules)
         self.nodes, self.f = nodes, f
-        self.acceptor = Acceptor(node_id)
+        self.acceptor = Acceptor(node_id, timing)
         self.leaders: dict[str, LeadTx] = {}
         self.lead_parked: dict[Any, dict[str, None]] = {}  # acceptor -> leaders waiting
-        self.aborts: dict[str, AbortTx] = {}  # aborted here, not yet acked by everyone
+        self.unacked: dict[str, Unacked] = {}  # decided here (see Unacked), not all acked
+        self.forgetting: dict[str, Forgetting] = {}  # ended, LEARNED not acked by all
 
     def clone(self) -> PaxosCoordinator:
         c = Coordinator.clone(self)
@@ -439,7 +591,8 @@ class PaxosCoordinator(Coordinator):
         c.acceptor = self.acceptor.clone()
         c.leaders = {k: t.clone() for k, t in self.leaders.items()}
         c.lead_parked = {p: dict(t) for p, t in self.lead_parked.items()}
-        c.aborts = {k: t.clone() for k, t in self.aborts.items()}
+        c.unacked = {k: t.clone() for k, t in self.unacked.items()}
+        c.forgetting = {k: t.clone() for k, t in self.forgetting.items()}
         return c  # type: ignore[return-value]
 
     def fingerprint(self) -> tuple:
@@ -447,46 +600,107 @@ class PaxosCoordinator(Coordinator):
                 sum([t.fingerprint() for t in self.leaders.values()]) & _MASK,
                 tuple(sorted((str(p), tuple(sorted(t))) for p, t in self.lead_parked.items()
                              if t)),
-                sum([t.fingerprint() for t in self.aborts.values()]) & _MASK)
+                sum([t.fingerprint() for t in self.unacked.values()]) & _MASK,
+                sum([t.fingerprint() for t in self.forgetting.values()]) & _MASK)
 
     def on_ack(self, msg: Message) -> Outputs:
         """Two-phase commit's acks, of a commit (its COMMIT record is durable) or, here, of an
         abort (its ABORT record is): once every participant acked, no leader can ever ask
-        about the transaction again, so the acceptors may forget it."""
-        at = self.aborts.get(msg.tx)
-        if at is not None:
+        about the transaction again, so the acceptors may forget it. An acceptor acks
+        LEARNED too (``forgot``)."""
+        if msg.body.get("forgot"):
+            return self._forgot(msg.src, msg.tx)
+        ut = self.unacked.get(msg.tx)
+        if ut is not None:
             out = Outputs()
-            if msg.src in at.participants and msg.src not in at.acked:
-                at.acked[msg.src] = None
-                if len(at.acked) == len(at.participants):
-                    del self.aborts[at.id]
-                    out.cancel.append(("resend", at.id))
-                    self._all_learned(out, at.id)
+            if msg.src in ut.participants and msg.src not in ut.acked:
+                ut.acked[msg.src] = None
+                if len(ut.acked) == len(ut.participants):
+                    del self.unacked[ut.id]
+                    out.cancel.append(("resend", ut.id))
+                    self._all_acked(out, ut.id, ut.start_ts)
             return out
         tx = self.txs.get(msg.tx)
         was = tx.state if tx is not None else None
         out = super().on_ack(msg)
         if tx is not None and was == COMMITTING and tx.state == COMMITTED:
-            self._all_learned(out, tx.id)
+            self._all_acked(out, tx.id, tx.start_ts)
         return out
 
-    def _all_learned(self, out: Outputs, tx_id: str) -> None:
-        """Force END (so this node does not lead the transaction again after a restart
-        either), then tell the acceptors to forget it."""
+    def _all_acked(self, out: Outputs, tx_id: str, start_ts: int) -> None:
+        """Every participant has the outcome durably: force END (this node does not lead the
+        transaction again after a restart), then tell the acceptors to forget it."""
         out.log("END", {"tx": tx_id}, force=True)
-        for a in acceptors_for(self.node_id, self.nodes, self.f):
-            out.send(Message(self.node_id, a, LEARNED, tx_id, {}))
+        self._forget(out, tx_id, start_ts)
 
-    def _await_abort_acks(self, out: Outputs, tx_id: str, start_ts: int,
-                          participants: Any) -> None:
-        """The abort is decided and sent: collect the participants' acks, resending."""
-        if tx_id not in self.aborts:
-            self.aborts[tx_id] = AbortTx(tx_id, start_ts, tuple(participants))
+    def _forget(self, out: Outputs, tx_id: str, start_ts: int) -> None:
+        """Send LEARNED to the other acceptors, resending until each acked; this node's own
+        acceptor forgets last (see Forgetting)."""
+        if tx_id in self.forgetting:
+            return
+        others = [a for a in acceptors_for(self.node_id, self.nodes, self.f)
+                  if a != self.node_id]
+        if not others:  # F = 0: this node is the only acceptor
+            self.acceptor.forget(out, tx_id)
+            return
+        # the reminder: this node's own entry (a ballot-0 promise, if it had none), durable
+        # before any LEARNED leaves (a restart finds it, and sends LEARNED again)
+        self.acceptor.promise(out, tx_id, start_ts, (0, self.node_id), self.node_id)
+        self.forgetting[tx_id] = Forgetting(tx_id, start_ts, dict.fromkeys(others))
+        self._send_learned(out, tx_id, start_ts, others)
+        out.timer(("resend", tx_id, "learned"), self.timing.retry_interval)
+
+    def _send_learned(self, out: Outputs, tx_id: str, start_ts: int, to: Any) -> None:
+        for a in to:
+            out.send(Message(self.node_id, a, LEARNED, tx_id, {"start_ts": start_ts}))
+
+    def _forgot(self, acceptor: Any, tx_id: str, out: Outputs | None = None) -> Outputs:
+        """An acceptor acked LEARNED; after the last one, this node's own entry goes too."""
+        out = Outputs() if out is None else out
+        ft = self.forgetting.get(tx_id)
+        if ft is None:
+            return out
+        ft.waiting.pop(acceptor, None)
+        if not ft.waiting:
+            del self.forgetting[tx_id]
+            out.cancel.append(("resend", tx_id, "learned"))
+            for waiting in self.parked.values():
+                waiting.pop(tx_id, None)
+            self.acceptor.forget(out, tx_id)
+        return out
+
+    def _unfinished(self, tx_id: str) -> bool:
+        """Whether this node, the coordinator of ``tx_id``, still works on it: an entry at an
+        acceptor exists only once BEGIN was durable here, and a restart rebuilds all of these
+        from a BEGIN with no END (or from the checkpoint), so not unfinished means ended:
+        every participant acked (see Forgetting)."""
+        tx = self.txs.get(tx_id)
+        return (tx_id in self.leaders or tx_id in self.unacked
+                or (tx is not None and tx.state not in (COMMITTED, ABORTED)))
+
+    def on_status(self, msg: Message) -> Outputs:
+        """An acceptor whose entry outlived LEARNED asks whether it may forget it (two-phase
+        commit's participants ask here too; Paxos Commit's take over instead)."""
+        if not msg.body.get("acceptor"):
+            return super().on_status(msg)
+        out = Outputs()
+        if self._unfinished(msg.tx):  # LEARNED follows the END, resent until acked
+            out.send(Message(self.node_id, msg.src, LEARNED, msg.tx, {"later": True}))
+        else:  # ended: no leader can need the instances again
+            self._send_learned(out, msg.tx, msg.body["start_ts"], [msg.src])
+        return out
+
+    def _await_acks(self, out: Outputs, tx_id: str, start_ts: int, participants: Any,
+                    commit_ts: int | None) -> None:
+        """The outcome is decided and sent: collect the participants' acks, resending."""
+        if tx_id not in self.unacked:
+            self.unacked[tx_id] = Unacked(tx_id, start_ts, tuple(participants), commit_ts)
             out.timer(("resend", tx_id), self.timing.retry_interval)
 
-    def _resend_abort(self, out: Outputs, at: AbortTx, to: Any) -> None:
+    def _resend_outcome(self, out: Outputs, ut: Unacked, to: Any) -> None:
         for p in to:
-            out.send(self._decision(p, at.id, at.start_ts, False, None, self.node_id))
+            out.send(self._decision(p, ut.id, ut.start_ts, ut.commit_ts is not None,
+                                    ut.commit_ts, self.node_id))
 
     def _lmove(self, out: Outputs, lt: LeadTx, event: str) -> None:
         new = advance(LEADER_TRANSITIONS, lt.state, event)
@@ -543,7 +757,7 @@ class PaxosCoordinator(Coordinator):
         self._unpark(lt.id)
         if event is not None:
             self._lmove(out, lt, event)
-        self.acceptor.promise(out, lt.id, lt.start_ts, lt.ballot)
+        self.acceptor.promise(out, lt.id, lt.start_ts, lt.ballot, lt.coordinator)
         self._send_phase(out, lt, lt.acceptors)
         out.timer(("lead", lt.id), self.timing.retry_interval << lt.attempt)
 
@@ -553,11 +767,12 @@ class PaxosCoordinator(Coordinator):
         for a in to:
             if lt.state == PHASE1:
                 out.send(Message(self.node_id, a, P1A, lt.id,
-                                 {"ballot": list(lt.ballot), "start_ts": lt.start_ts}))
+                                 {"ballot": list(lt.ballot), "start_ts": lt.start_ts,
+                                  "coordinator": lt.coordinator}))
             elif lt.state == PHASE2 and lt.proposal:
                 out.send(Message(self.node_id, a, P2A, lt.id,
                                  {"ballot": list(lt.ballot), "values": lt.proposal,
-                                  "start_ts": lt.start_ts}))
+                                  "start_ts": lt.start_ts, "coordinator": lt.coordinator}))
 
     def _answered(self, lt: LeadTx) -> set:
         """The acceptors that answered the current phase of the current ballot."""
@@ -669,10 +884,10 @@ class PaxosCoordinator(Coordinator):
         if not self._settle_own(out, lt.id, commit, ts, reason):
             for p in lt.participants:
                 out.send(self._decision(p, lt.id, lt.start_ts, commit, ts, lt.coordinator))
-            if not commit and lt.coordinator == self.node_id:
-                # this node restarted and led its own transaction again from BEGIN: the
-                # abort's acks still let the acceptors forget it
-                self._await_abort_acks(out, lt.id, lt.start_ts, lt.participants)
+            if lt.coordinator == self.node_id:
+                # this node restarted and led its own transaction again from BEGIN: it
+                # collects the acks (and then ends it) as after a decision of its own
+                self._await_acks(out, lt.id, lt.start_ts, lt.participants, ts)
         out.outcomes.append((lt.id, commit, ts, reason))
 
     def _decision(self, p: Any, tx_id: str, start_ts: int, commit: bool, ts: int | None,
@@ -692,17 +907,16 @@ class PaxosCoordinator(Coordinator):
             return False
         out.cancel.append(("vote", tx.id))
         tx.reason = reason
+        # no END until every participant acked: a crash before that leads it again from
+        # BEGIN after the restart, and the acks are collected then
         if commit:
-            out.log("END", {"tx": tx.id})  # not forced: losing it only means leading it again
             tx.commit_ts = ts
             self._move(out, tx, "decided commit")
             tx.attempt = 0
             out.timer(("resend", tx.id), self.timing.retry_interval)
         else:
-            # no END until every participant acked: a crash before that leads it again
-            # from BEGIN after the restart, and the abort's acks are collected then
             self._move(out, tx, "decided abort")
-            self._await_abort_acks(out, tx.id, tx.start_ts, tx.participants)
+            self._await_acks(out, tx.id, tx.start_ts, tx.participants, None)
         for p in tx.participants:
             out.send(self._decision(p, tx.id, tx.start_ts, commit, ts, self.node_id))
         if tx.call is not None:
@@ -713,6 +927,12 @@ class PaxosCoordinator(Coordinator):
         self.leaders.pop(lt.id, None)
         out.cancel.append(("lead", lt.id))
         self._unpark(lt.id)
+        if self.node_id not in lt.acceptors:
+            # a participant that is no acceptor of the transaction: its entry holds only its
+            # own ballot's promise, which it needs no more (it never leads the transaction
+            # again: its outcome is logged, before this LEARNED record), and no LEARNED
+            # comes here
+            self.acceptor.forget(out, lt.id)
 
     def learned(self, out: Outputs, tx_id: str, commit: bool, ts: int | None) -> None:
         """This node's participant heard the outcome from some leader: stop leading, and
@@ -738,27 +958,54 @@ class PaxosCoordinator(Coordinator):
             return out
         if kind == "lead":
             return self._lead_timer(tx_id)
-        if kind == "resend" and tx_id in self.aborts:
-            return self._abort_timer(tx_id)
+        if key == ask_key(tx_id):
+            return self._ask_timer(tx_id)
+        if key == ("resend", tx_id, "learned"):
+            return self._learned_timer(tx_id)
+        if kind == "resend" and tx_id in self.unacked:
+            return self._unacked_timer(tx_id)
         return super().on_timer(key)
 
-    def _abort_timer(self, tx_id: str) -> Outputs:
-        """Resend ABORT to the participants that did not ack, as COMMIT is resent; after
-        ``max_retries``, park on them until the failure detector sees them up."""
+    def _unacked_timer(self, tx_id: str) -> Outputs:
+        """Resend the outcome to the participants that did not ack, as COMMIT is resent;
+        after ``max_retries``, park on them until the failure detector sees them up."""
         out = Outputs()
-        at = self.aborts.get(tx_id)
-        if at is None:
-            return out
-        waiting = [p for p in at.participants if p not in at.acked]
-        self._resend_abort(out, at, waiting)
-        at.attempt += 1
-        if at.attempt < self.timing.max_retries:
-            out.timer(("resend", at.id), self.timing.retry_interval << at.attempt)
+        ut = self.unacked[tx_id]
+        waiting = [p for p in ut.participants if p not in ut.acked]
+        self._resend_outcome(out, ut, waiting)
+        self._retry(out, ut, ("resend", ut.id), waiting)
+        return out
+
+    def _learned_timer(self, tx_id: str) -> Outputs:
+        """Resend LEARNED to the acceptors that did not ack it, the same way."""
+        out = Outputs()
+        ft = self.forgetting.get(tx_id)
+        if ft is not None:
+            self._send_learned(out, tx_id, ft.start_ts, list(ft.waiting))
+            self._retry(out, ft, ("resend", ft.id, "learned"), list(ft.waiting))
+        return out
+
+    def _retry(self, out: Outputs, rec: Unacked | Forgetting, key: tuple,
+               waiting: list[Any]) -> None:
+        rec.attempt += 1
+        if rec.attempt < self.timing.max_retries:
+            out.timer(key, self.timing.retry_interval << rec.attempt)
         else:  # not on itself: its own participant's ack is on its way (see _lead_timer)
             for p in waiting:
                 if p != self.node_id:
-                    self.parked.setdefault(p, {})[at.id] = None
+                    self.parked.setdefault(p, {})[rec.id] = None
                     out.watch.append(p)
+
+    def _ask_timer(self, tx_id: str) -> Outputs:
+        """This node's acceptor entry outlived its LEARNED (see Acceptor.ask). Its own
+        transaction's entry needs no message: ended, and not being forgotten already (a
+        restart, or a delayed message after LEARNED), it starts forgetting again."""
+        t = self.acceptor.txs.get(tx_id)
+        if t is None or t.coordinator != self.node_id:
+            return self.acceptor.ask(tx_id)
+        out = Outputs()
+        if not self._unfinished(tx_id):
+            self._forget(out, tx_id, t.start_ts)
         return out
 
     def _lead_timer(self, tx_id: str) -> Outputs:
@@ -801,16 +1048,24 @@ class PaxosCoordinator(Coordinator):
         return out
 
     def on_peer_up(self, peer: Any) -> Outputs:
-        out = Outputs()
-        parked = self.parked.get(peer, {})
-        for tx_id in [t for t in parked if t in self.aborts]:
-            del parked[tx_id]
-            at = self.aborts[tx_id]
-            if peer not in at.acked:
-                self._resend_abort(out, at, [peer])
-                at.attempt = 0
-                out.timer(("resend", at.id), self.timing.retry_interval)
-        out.merge(super().on_peer_up(peer))
+        parked = self.parked.pop(peer, {})
+        ours = [t for t in parked if t in self.unacked or t in self.forgetting]
+        self.parked[peer] = {t: None for t in parked if t not in ours}
+        out = super().on_peer_up(peer)  # two-phase commit's (COMMITTING): the rest
+        for tx_id in ours:
+            if tx_id in self.unacked:
+                ut = self.unacked[tx_id]
+                if peer not in ut.acked:
+                    self._resend_outcome(out, ut, [peer])
+                    ut.attempt = 0
+                    out.timer(("resend", ut.id), self.timing.retry_interval)
+            else:
+                ft = self.forgetting[tx_id]
+                if peer in ft.waiting:
+                    self._send_learned(out, tx_id, ft.start_ts, [peer])
+                    ft.attempt = 0
+                    out.timer(("resend", tx_id, "learned"), self.timing.retry_interval)
+        out.merge(self.acceptor.on_peer_up(peer))
         for tx_id in self.lead_parked.pop(peer, ()):
             lt = self.leaders.get(tx_id)
             if lt is None or lt.state not in (PHASE1, PHASE2):
@@ -841,6 +1096,19 @@ class PaxosCoordinator(Coordinator):
         for lt in self.leaders.values():
             if lt.coordinator == self.node_id and lt.state != DECIDED and lt.id not in out:
                 out[lt.id] = {"start_ts": lt.start_ts, "participants": list(lt.participants)}
+        for ut in self.unacked.values():  # led again after a restart, the acks collected then
+            out.setdefault(ut.id, {"start_ts": ut.start_ts, "participants": list(ut.participants)})
+        return out
+
+    def recover(self, decided: dict[str, dict[str, Any]]) -> Outputs:
+        """Two-phase commit's recovery (for a checkpoint's commits still collecting acks),
+        and every acceptor entry the log brought back asks again, as a new one does: its
+        LEARNED may have been lost, or its LEARNED record (see Forgetting)."""
+        out = super().recover(decided)
+        for t in self.acceptor.txs.values():
+            if t.coordinator is not None and \
+                    self.node_id in acceptors_for(t.coordinator, self.nodes, self.f):
+                out.timer(ask_key(t.id), self.timing.decision_timeout * ASK_ROUNDS)
         return out
 
     def recover_acceptor(self, checkpoint: dict[str, Any] | None,
@@ -985,9 +1253,14 @@ class PaxosParticipant(Participant):
         """Re-lock every prepared-but-undecided transaction and take it over at once."""
         out = Outputs()
         self.horizon = horizon
+        acceptor = self.leader.acceptor
         for tx_id, (status, start_ts) in finished.items():
             tx = self.txs[tx_id] = PartTx(tx_id, "", start_ts, {}, (), state=status)
             self._finished(tx)
+            t = acceptor.txs.get(tx_id)
+            if t is not None and t.coordinator is not None and \
+                    self.node_id not in acceptors_for(t.coordinator, self.nodes, self.f):
+                acceptor.forget(out, tx_id)  # its leader's promise, back from the log
         for tx_id, rec in prepared.items():
             writes = {k: (v[0], bool(v[1])) for k, v in rec["writes"].items()}
             tx = PartTx(tx_id, rec["coordinator"], rec["start_ts"], writes, list(rec["reads"]),
