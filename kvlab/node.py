@@ -949,6 +949,9 @@ OPTIONAL_FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "ABORT": {"start_ts": int, "coordinator": _ID},  # cooperative: a unilateral abort
     # one-phase commit (kvlab.onephase): the participant's only record carries the writes
     "COMMIT": {"writes": dict, "start_ts": int, "coordinator": _ID},
+    # Paxos Commit: whom the acceptor asks whether an entry may go (kvlab.paxos, Forgetting)
+    "ACCEPT": {"coordinator": _ID},
+    "PROMISE": {"coordinator": _ID},
 }
 CHECKPOINT_FIELDS: dict[str, type | tuple[type, ...]] = {
     "store": dict, "watermark": int, "prepared": dict, "decided": dict, "max_ts": int}

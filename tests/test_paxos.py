@@ -211,6 +211,10 @@ def test_a_damaged_accept_record_is_refused():
         check_record(LogRecord(1, "ACCEPT", {**good, "values": [["n2", ["maybe"]]]}))
     with pytest.raises(CorruptLog):
         check_record(LogRecord(1, "PROMISE", {"tx": "T1", "start_ts": 1, "ballot": [0]}))
+    check_record(LogRecord(1, "ACCEPT", {**good, "coordinator": "n1"}))
+    with pytest.raises(CorruptLog, match="coordinator"):
+        check_record(LogRecord(1, "PROMISE", {"tx": "T1", "start_ts": 1, "ballot": [0, "n1"],
+                                              "coordinator": ["n1"]}))
 
 
 # -- duplicates and stale ballot-0 values ------------------------------------------------------
