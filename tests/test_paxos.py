@@ -668,16 +668,21 @@ def test_a_coordinator_that_crashes_after_its_decision_and_before_the_acks_still
     finish(c, h, t)
 
 
+def restart_with_every_learned_lost(c: kvlab.Cluster) -> None:
+    """Drop every LEARNED in flight, then crash and restart the coordinator n1."""
+    for env in [e for e in c.pending() if e.msg.kind == LEARNED]:
+        c.drop(env)
+    c.crash("n1")
+    c.restart("n1")
+
+
 def test_a_coordinator_that_crashes_after_its_end_and_before_learned_still_forgets():
     """END durable, every LEARNED lost with the crash: the coordinator's own acceptor entry,
     kept until the others acked, makes the restarted coordinator send LEARNED again."""
     c = paxos()
     t, h = start_one(c)
     run_until(c, lambda: any(e.msg.kind == LEARNED for e in c.pending()))
-    for env in [e for e in c.pending() if e.msg.kind == LEARNED]:
-        c.drop(env)
-    c.crash("n1")
-    c.restart("n1")
+    restart_with_every_learned_lost(c)
     finish(c, h, t)
 
 
@@ -695,10 +700,7 @@ def test_a_coordinator_whose_own_acceptor_accepted_nothing_still_has_its_reminde
         assert c.step()
     assert [r.type for r in records(c, "n1") if r.data.get("tx") == t][-2:] == \
         ["END", "PROMISE"]
-    for env in [e for e in c.pending() if e.msg.kind == LEARNED]:
-        c.drop(env)
-    c.crash("n1")
-    c.restart("n1")
+    restart_with_every_learned_lost(c)
     finish(c, h, t)
 
 
