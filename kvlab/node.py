@@ -991,6 +991,11 @@ def _ballot_values(data: dict[str, Any], what: str) -> None:
             raise CorruptLog(f"{what}: {pair!r} is not an [instance, vote] pair")
 
 
+# what a CorruptLog says of a log record that is intact but not one kvlab writes
+_NOT_OURS = ("it passes its checksum but kvlab did not write it. Restore the log from a backup, "
+             "or delete the node's data directory.")
+
+
 def unbatched(records: list[Any]) -> list[Any]:
     """The log's records, each BATCH record (kvlab.batching) replaced by the records it lists,
     in order, with its LSN; CorruptLog if one is not a list of [type, data] records."""
@@ -1006,9 +1011,7 @@ def unbatched(records: list[Any]) -> list[Any]:
                 isinstance(x, list) and len(x) == 2 and isinstance(x[0], str) and x[0] != BATCH
                 and isinstance(x[1], dict) for x in inner)):
             raise CorruptLog(f"WAL record LSN {r.lsn} (BATCH) does not list [type, data] "
-                             f"records: it passes its checksum but kvlab did not write it. "
-                             f"Restore the log from a backup, or delete the node's data "
-                             f"directory.")
+                             f"records: {_NOT_OURS}")
         out += [LogRecord(r.lsn, t, d) for t, d in inner]
     return out
 
@@ -1036,8 +1039,7 @@ def check_record(r: Any) -> None:
         elif r.type in ("ACCEPT", "PROMISE"):
             _ballot_values(r.data, what)
     except CorruptLog as e:
-        raise CorruptLog(f"{e}: it passes its checksum but kvlab did not write it. Restore the "
-                         f"log from a backup, or delete the node's data directory.") from None
+        raise CorruptLog(f"{e}: {_NOT_OURS}") from None
 
 
 def check_checkpoint(ck: Any) -> None:
