@@ -95,6 +95,22 @@ def pack(src: Any, dst: Any, msgs: list[Message]) -> Message:
     return Message(src, dst, BATCH, None, {"messages": [[m.kind, m.tx, m.body] for m in msgs]})
 
 
+def txs(msg: Message) -> tuple[str, ...] | None:
+    """The transactions a BATCH message speaks for, in order (None for any other message,
+    and for a BATCH of timestamp requests for begins, which belong to no transaction yet):
+    the trace records them, so a view of one transaction keeps the batches it rode in."""
+    if msg.kind != BATCH:
+        return None
+    return tuple(dict.fromkeys(tx for _k, tx, _b in msg.body["messages"] if tx)) or None
+
+
+def record_txs(data: dict[str, Any]) -> tuple[str, ...] | None:
+    """The transactions the records inside a BATCH record (its ``data``) belong to, in order."""
+    found = (r[1].get("tx") for r in data.get("records", ())
+             if isinstance(r, (list, tuple)) and len(r) == 2 and isinstance(r[1], dict))
+    return tuple(dict.fromkeys(tx for tx in found if isinstance(tx, str))) or None
+
+
 def unpack(msg: Message) -> list[Message]:
     """The messages inside a BATCH, in the order they were said."""
     return [Message(msg.src, msg.dst, kind, tx, body) for kind, tx, body in msg.body["messages"]]
@@ -106,4 +122,4 @@ def one_record(records: list[Record]) -> Record:
                   any(r.force for r in records))
 
 
-__all__ = ["Batcher", "pack", "unpack", "one_record"]
+__all__ = ["Batcher", "pack", "unpack", "one_record", "txs", "record_txs"]

@@ -28,6 +28,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from kvlab.batching import txs as _txs
 from kvlab.client import CommitHandle, Node, Outcome, ReadHandle
 from kvlab.driver import _Calls, public
 from kvlab.effects import Outbox, Outputs
@@ -826,7 +827,8 @@ class Cluster:
                 else:  # _arrive's common case, inline
                     tr = self.trace
                     if tr.enabled:
-                        tr.deliver(self.now, dst, env.id, msg.src, dst, msg.kind, msg.tx)
+                        tr.deliver(self.now, dst, env.id, msg.src, dst, msg.kind,
+                                   msg.tx or _txs(msg))
                     self._apply(dst, core.deliver(msg))
                 n = self._since_gc = self._since_gc + 1  # _after_event, inline
                 if n >= self.gc_every:
@@ -901,14 +903,14 @@ class Cluster:
         else:
             tr = self.trace
             if tr.enabled:
-                tr.deliver(self.now, dst, env.id, msg.src, dst, msg.kind, msg.tx)
+                tr.deliver(self.now, dst, env.id, msg.src, dst, msg.kind, msg.tx or _txs(msg))
             self._apply(dst, core.deliver(msg))
 
     def _trace_msg(self, what: str, env: Envelope, reason: str = "") -> None:
         tr = self.trace
         if tr.enabled:
             m = env.msg
-            src, dst, kind, tx, body = m.src, m.dst, m.kind, m.tx, m.body
+            src, dst, kind, tx, body = m.src, m.dst, m.kind, m.tx or _txs(m), m.body
             if what == "send":
                 if body:  # only plain bodies are kept, e.g. a VOTE_NO's reason
                     for v in body.values():
@@ -926,9 +928,12 @@ class Cluster:
     def _trace_dup(self, env: Envelope, copy: Envelope, reason: str) -> None:
         if self.trace.enabled:
             m = env.msg
-            self.trace.record(self.now, "duplicate", m.src,
-                              {"id": copy.id, "of": env.id, "src": m.src, "dst": m.dst,
-                               "kind": m.kind, "tx": m.tx, "due": copy.due, "reason": reason})
+            data = {"id": copy.id, "of": env.id, "src": m.src, "dst": m.dst, "kind": m.kind,
+                    "tx": m.tx, "due": copy.due, "reason": reason}
+            txs = _txs(m)
+            if txs:  # a batch's transactions, as for its send (kvlab.trace)
+                data["txs"] = list(txs)
+            self.trace.record(self.now, "duplicate", m.src, data)
 
     def _send(self, msg: Any) -> None:
         net = self.network
@@ -938,8 +943,8 @@ class Cluster:
             tr = self.trace
             if tr.enabled:
                 body = msg.body
-                tr.send(now, msg.src, env.id, msg.src, msg.dst, msg.kind, msg.tx, env.due,
-                        _plain_body(body) if body else None)
+                tr.send(now, msg.src, env.id, msg.src, msg.dst, msg.kind, msg.tx or _txs(msg),
+                        env.due, _plain_body(body) if body else None)
             seq = self._seq = self._seq + 1  # _schedule, inline
             if not self._exploring:
                 heapq.heappush(self._queue, (env.due, _MSG, seq, msg.dst, 0, env.id))
@@ -991,8 +996,8 @@ class Cluster:
                     env = carry(msg, now)
                     if tr is not None:
                         body = msg.body
-                        tr.send(now, msg.src, env.id, msg.src, msg.dst, msg.kind, msg.tx,
-                                env.due, _plain_body(body) if body else None)
+                        tr.send(now, msg.src, env.id, msg.src, msg.dst, msg.kind,
+                                msg.tx or _txs(msg), env.due, _plain_body(body) if body else None)
                     seq = self._seq = self._seq + 1
                     if not exploring:
                         push(q, (env.due, _MSG, seq, msg.dst, 0, env.id))

@@ -14,6 +14,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from kvlab.batching import record_txs
+
 KINDS = ("call", "send", "duplicate", "deliver", "drop", "wal", "flush", "timer", "state",
          "crash", "restart", "torn", "partition", "heal", "gc", "checkpoint")
 
@@ -30,18 +32,28 @@ class Event:
     def tx(self) -> str | None:
         return self.data.get("tx")
 
+    @property
+    def txs(self) -> tuple[str, ...]:
+        """The transactions this event concerns: its ``tx``, or those of a batch (kvlab.batching:
+        a BATCH message or record speaks for several, and has no single ``tx``)."""
+        d = self.data
+        tx = d.get("tx")
+        if tx:
+            return (tx,)
+        return tuple(d.get("txs") or ())
+
     def __str__(self) -> str:
         d = self.data
         k = self.kind
         if k in ("send", "deliver", "drop", "duplicate"):
             what = f"#{d['id']} {d['src']}->{d['dst']} {d['kind']}" + (
-                f" {d['tx']}" if d.get("tx") else "")
+                f" {d['tx']}" if d.get("tx") else _batch(d))
             if k == "drop":
                 what += f" ({d['reason']})"
             elif k == "duplicate":
                 what += f" (copy of #{d['of']})"
         elif k == "wal":
-            what = f"lsn {d['lsn']} {d['type']} {d.get('tx') or ''}" + (
+            what = f"lsn {d['lsn']} {d['type']} {d.get('tx') or _batch(d).lstrip()}" + (
                 " [force]" if d.get("force") else "")
         elif k == "state":
             what = f"{d.get('role')} {d.get('tx') or ''} {d.get('event')}" + (
@@ -56,6 +68,12 @@ class Event:
                 "data": self.data}
 
 
+def _batch(d: dict[str, Any]) -> str:
+    """A batch's transactions, as an event line shows them: `` (T1 T2 T3)``."""
+    txs = d.get("txs")
+    return f" ({' '.join(txs)})" if txs else ""
+
+
 # How events are stored: end to end in one flat list of plain values, each event as
 # ``seq, time, kind, node, form, *fields`` (``Trace._at`` says where each one starts), the details
 # formatted into a dict only when the event is read (views read a few, runs record many). Plain
@@ -64,7 +82,8 @@ class Event:
 # was one tracked object each (50-odd per transaction), which made the collector run twice as
 # often and its full passes cost a fifth of a traced run. ``form`` says how ``fields`` become the
 # event's ``data``; each builds the same dict, in the same key order, as the driver used to
-# build eagerly (the trace is byte-for-byte what it was).
+# build eagerly (the trace is byte-for-byte what it was). A batch's event (kvlab.batching) stores a
+# tuple of its transactions where ``tx`` goes; its ``data`` has ``tx`` None and ``txs`` their list.
 #
 # A dict is kept as its keys (one shared tuple per set of keys) and its values (rebuilt on read,
 # in the same order).
@@ -82,6 +101,9 @@ def _keys(d: dict[str, Any]) -> tuple:
     return shared
 
 
+_NOT_TX = ("peer-up", "batch")  # timers keyed by a peer, not a transaction
+
+
 def _data(t: tuple) -> dict[str, Any]:
     form = t[4]
     if form == _PLAIN:
@@ -90,18 +112,23 @@ def _data(t: tuple) -> dict[str, Any]:
         d = {"id": t[5], "src": t[6], "dst": t[7], "kind": t[8], "tx": t[9], "due": t[10]}
         if t[11] is not None:
             d["body"] = dict(zip(t[11], t[12:], strict=True))
+    elif form == _DELIVER:
+        d = {"id": t[5], "src": t[6], "dst": t[7], "kind": t[8], "tx": t[9]}
+    elif form == _DROP:
+        d = {"id": t[5], "src": t[6], "dst": t[7], "kind": t[8], "tx": t[9],
+             "reason": t[10]}
+    elif form == _WAL:
+        d = {"lsn": t[5], "type": t[6], "tx": t[7], "force": t[8]}
+    else:
+        d = None
+    if d is not None:
+        if type(d["tx"]) is tuple:  # a batch's transactions
+            d["txs"], d["tx"] = list(d["tx"]), None
         return d
-    if form == _DELIVER:
-        return {"id": t[5], "src": t[6], "dst": t[7], "kind": t[8], "tx": t[9]}
-    if form == _DROP:
-        return {"id": t[5], "src": t[6], "dst": t[7], "kind": t[8], "tx": t[9],
-                "reason": t[10]}
-    if form == _WAL:
-        return {"lsn": t[5], "type": t[6], "tx": t[7], "force": t[8]}
     if form == _TIMER:
         key = t[5]
         return {"key": " ".join(map(str, key)),
-                "tx": key[1] if isinstance(key[1], str) and key[0] != "peer-up" else None}
+                "tx": key[1] if isinstance(key[1], str) and key[0] not in _NOT_TX else None}
     if form == _FLUSH:
         return {"records": t[5], "lsn": t[6]}
     raise AssertionError(f"unknown stored event form {form!r}")
@@ -189,8 +216,11 @@ class Trace:
         at, flat = self._at, self._flat
         for rec in records:
             at.append(len(flat))
-            flat += (len(at) - 1, time, "wal", node, _WAL, lsn, rec.type, rec.data.get("tx"),
-                     rec.force)
+            data = rec.data
+            tx = data.get("tx")
+            if tx is None and rec.type == "BATCH":
+                tx = record_txs(data)
+            flat += (len(at) - 1, time, "wal", node, _WAL, lsn, rec.type, tx, rec.force)
             lsn += 1
 
     def timer(self, time: int, node: Any, key: tuple) -> None:
@@ -273,7 +303,7 @@ class Trace:
                node: str | None = None) -> Trace:
         kinds = {kind} if isinstance(kind, str) else set(kind) if kind is not None else None
         return Trace(e for e in self if (kinds is None or e.kind in kinds)
-                     and (tx is None or e.data.get("tx") == tx)
+                     and (tx is None or tx in e.txs)
                      and (node is None or e.node == node))
 
     def messages(self) -> Trace:

@@ -323,3 +323,32 @@ def test_the_wal_view_says_what_a_batch_record_holds():
     assert [detail(r) for r in c.wal("n2").scan().records] == [
         "4 records: PREPARE T1, PREPARE T2, PREPARE T3, PREPARE T4",
         "4 records: COMMIT T1, COMMIT T2, COMMIT T3, COMMIT T4"]
+
+
+def test_a_transactions_view_keeps_the_batches_it_rode_in():
+    from kvlab.viz.sequence import select
+
+    c, events, hs = four_commits(0)
+    t2 = hs[1].tx
+    mine = c.trace.filter(tx=t2)
+    # n2's BATCH of four PREPAREs is sent, delivered and logged as one BATCH record: each of
+    # the four transactions' views shows all three, and says who else was in the batch
+    batch = [e for e in mine if e.data.get("kind") == BATCH or e.data.get("type") == BATCH]
+    assert {e.kind for e in batch} == {"send", "deliver", "wal"}
+    assert all(t2 in e.txs and e.tx is None for e in batch)
+    logged = [e for e in batch if e.kind == "wal" and e.node == "n2"]
+    assert [e.txs for e in logged] == [tuple(h.tx for h in hs)] * 2  # the PREPAREs, COMMITs
+    assert str(logged[0]).endswith(f"lsn 1 BATCH ({' '.join(h.tx for h in hs)}) [force]")
+    # the sequence diagram of one transaction draws them, and the flushes that follow
+    drawn = select(c.trace, tx=t2)
+    assert [e.data["lsn"] for e in drawn if e.kind == "wal" and e.node == "n2"] == [1, 2]
+    assert [e.kind for e in drawn if e.node == "n2"].count("flush") == 2
+    # a timer for a batch is keyed by the peer: it belongs to no transaction
+    timers = [e for e in events if e.kind == "timer" and e.data["key"].startswith("batch")]
+    assert timers and all(e.tx is None and e.txs == () for e in timers)
+
+
+def test_a_trace_without_batches_names_no_batch_transactions():
+    c, events, _ = four_commits(None)
+    assert all("txs" not in e.data for e in c.trace)
+    assert all(e.txs == ((e.tx,) if e.tx else ()) for e in events)

@@ -76,11 +76,11 @@ def _flush_txs(trace: Trace, i: int, end: int) -> set[Any]:
         if p.kind in ("crash", "restart"):
             break
         if p.kind == "wal" and lsn - count < p.data.get("lsn", 0) <= lsn:
-            txs.add(p.tx)
+            txs.update(p.txs)
             found += 1
     for j in range(i + 1, end):
         if trace[j].node == e.node:
-            txs.add(trace[j].tx)
+            txs.update(trace[j].txs)
     txs.discard(None)
     return txs
 
@@ -91,7 +91,7 @@ def _scenes_for(trace: Trace, ids: list[str], wanted: set[Any]) -> list[Scene]:
     keep = []
     for n, (s, i) in enumerate(zip(scenes, idx, strict=True)):
         e = s.event
-        if e.kind in FAULT_STEPS or e.tx in wanted:
+        if e.kind in FAULT_STEPS or not wanted.isdisjoint(e.txs):
             keep.append(s)
         elif e.kind == "flush":
             end = idx[n + 1] if n + 1 < len(idx) else len(trace)

@@ -77,7 +77,7 @@ def select(trace: Trace, tx: str | Iterable[str] | None = None, since: int | Non
                 if e.node not in waiting:
                     continue
                 waiting.discard(e.node)
-            elif e.data.get("tx") not in txs:
+            elif txs.isdisjoint(e.txs):  # (a batch speaks for several)
                 continue
             elif e.kind == "wal":
                 waiting.add(e.node)
