@@ -23,6 +23,7 @@ import heapq
 import itertools
 import os
 import random
+import sys
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -81,6 +82,16 @@ def _collector_paused() -> Iterator[None]:
     finally:
         if was:
             gc.enable()
+
+
+def _callers_level() -> int:
+    """The ``stacklevel`` that makes a warning point at the first caller outside kvlab (the
+    line in the learner's notebook that opened or restarted the node), however deep the call."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(here):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def check_node_ids(nodes: Any) -> list[Any]:
@@ -1059,19 +1070,26 @@ class Cluster:
 
     def _open(self, node: Any) -> None:
         """Recover one node from its disk, all or nothing: check everything, warn about a torn
-        tail, rebuild a fresh core, and only then cut the tail and bring the node up."""
+        tail, rebuild a fresh core, and only then cut the tail and bring the node up.
+
+        The collector is paused throughout (see _collector_paused) and the decoded records are
+        let go before it resumes, so its first pass sees only what recovery built."""
+        with _collector_paused():
+            self._recover_node(node)
+
+    def _recover_node(self, node: Any) -> None:
         wal = self._wals[node]
         scan = wal.scan()  # CorruptLog: nothing changed
         if not scan.checkpoint and not scan.records and not scan.torn \
                 and self._cores[node] is not None:
             return  # opening an empty directory: nothing to recover
         if scan.torn:  # before any change, so "-W error" leaves the node as it was
-            warnings.warn(scan.torn_message(wal.name), TornTailWarning, stacklevel=4)
+            warnings.warn(scan.torn_message(wal.name), TornTailWarning,
+                          stacklevel=_callers_level())
         core = NodeCore(node, self.config)
         horizon = self._watermark()
-        with _collector_paused():
-            out = core.handle(Recover(scan.checkpoint.data if scan.checkpoint else None,
-                                      scan.records, horizon))  # CorruptLog: nothing changed
+        out = core.handle(Recover(scan.checkpoint.data if scan.checkpoint else None,
+                                  scan.records, horizon))  # CorruptLog: nothing changed
         wal.recover(scan)
         self._cores[node] = core
         self._outbox[node].clear()

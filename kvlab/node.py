@@ -958,37 +958,52 @@ CHECKPOINT_FIELDS: dict[str, type | tuple[type, ...]] = {
 
 
 def _fields(data: Any, spec: dict[str, Any], what: str) -> None:
+    problem = _field_problem(data, spec)
+    if problem:
+        raise CorruptLog(what + problem)
+
+
+# Each check below returns what is wrong (the end of a CorruptLog message, after the record's
+# name) or None: recovery checks every record, so the sound case builds no message.
+def _field_problem(data: Any, spec: dict[str, Any], present: bool = False) -> str | None:
+    """``data``'s fields of ``spec`` (only those it has, if ``present``)."""
     if not isinstance(data, dict):
-        raise CorruptLog(f"{what} is not a JSON object")
+        return " is not a JSON object"
+    get = data.get
     for name, kind in spec.items():
-        v = data.get(name)
-        if not isinstance(v, kind) or isinstance(v, bool):
-            raise CorruptLog(f"{what} has no valid {name!r} field (got {v!r})")
+        v = get(name)
+        if v.__class__ is bool or not isinstance(v, kind):
+            if present and name not in data:
+                continue
+            return f" has no valid {name!r} field (got {v!r})"
+    return None
 
 
-def _writes(writes: dict[str, Any], what: str) -> None:
+def _writes(writes: dict[str, Any]) -> str | None:
     for k, v in writes.items():
         if not (isinstance(v, list) and len(v) == 2 and isinstance(v[1], bool)):
-            raise CorruptLog(f"{what}: the write of {k!r} is not a [value, deleted] pair")
+            return f": the write of {k!r} is not a [value, deleted] pair"
+    return None
 
 
-def _ranges(data: dict[str, Any], what: str) -> None:
+def _ranges(data: dict[str, Any]) -> str | None:
     ranges = data.get("ranges", [])
     if not isinstance(ranges, list) or not all(
             isinstance(r, list) and len(r) == 2 and isinstance(r[0], str)
             and (r[1] is None or (isinstance(r[1], str) and r[0] <= r[1])) for r in ranges):
-        raise CorruptLog(f"{what}: its scanned ranges are not [start, end] key pairs "
-                         f"(got {ranges!r})")
+        return f": its scanned ranges are not [start, end] key pairs (got {ranges!r})"
+    return None
 
 
-def _ballot_values(data: dict[str, Any], what: str) -> None:
+def _ballot_values(data: dict[str, Any]) -> str | None:
     b = data["ballot"]
     if not (len(b) == 2 and type(b[0]) is int and isinstance(b[1], _ID)):
-        raise CorruptLog(f"{what}: its ballot is not a [round, node] pair (got {b!r})")
+        return f": its ballot is not a [round, node] pair (got {b!r})"
     for pair in data.get("values", []):
         if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[1], list)
                 and pair[1] and pair[1][0] in ("prepared", "aborted")):
-            raise CorruptLog(f"{what}: {pair!r} is not an [instance, vote] pair")
+            return f": {pair!r} is not an [instance, vote] pair"
+    return None
 
 
 # what a CorruptLog says of a log record that is intact but not one kvlab writes
@@ -1018,28 +1033,25 @@ def unbatched(records: list[Any]) -> list[Any]:
 
 def check_record(r: Any) -> None:
     """CorruptLog unless ``r`` is a record this module's recovery understands."""
-    what = f"WAL record LSN {r.lsn} ({r.type})"
-    try:
-        spec = RECORD_FIELDS[r.type]
-    except KeyError:
-        raise CorruptLog(f"{what}: unknown record type; kvlab never writes it. Restore the "
-                         f"log from a backup, or delete the node's data directory.") from None
-    try:
-        _fields(r.data, spec, what)
-        optional = OPTIONAL_FIELDS.get(r.type, {})
-        _fields(r.data, {k: v for k, v in optional.items() if k in r.data}, what)
-        if r.type == "PREPARE":
-            _writes(r.data["writes"], what)
-            _ranges(r.data, what)
-        elif r.type == "COMMIT" and "writes" in r.data:
-            if not ("start_ts" in r.data and "coordinator" in r.data):
-                raise CorruptLog(f"{what}: a one-phase commit without its start timestamp "
-                                 f"and coordinator")
-            _writes(r.data["writes"], what)
-        elif r.type in ("ACCEPT", "PROMISE"):
-            _ballot_values(r.data, what)
-    except CorruptLog as e:
-        raise CorruptLog(f"{e}: {_NOT_OURS}") from None
+    t, data = r.type, r.data
+    spec = RECORD_FIELDS.get(t)
+    if spec is None:
+        raise CorruptLog(f"WAL record LSN {r.lsn} ({t}): unknown record type; kvlab never "
+                         f"writes it. Restore the log from a backup, or delete the node's data "
+                         f"directory.")
+    optional = OPTIONAL_FIELDS.get(t)
+    problem = _field_problem(data, spec) or (
+        _field_problem(data, optional, present=True) if optional else None)
+    if problem is None:
+        if t == "PREPARE":
+            problem = _writes(data["writes"]) or _ranges(data)
+        elif t == "COMMIT" and "writes" in data:
+            problem = _writes(data["writes"]) if "start_ts" in data and "coordinator" in data \
+                else ": a one-phase commit without its start timestamp and coordinator"
+        elif t in ("ACCEPT", "PROMISE"):
+            problem = _ballot_values(data)
+    if problem is not None:
+        raise CorruptLog(f"WAL record LSN {r.lsn} ({t}){problem}: {_NOT_OURS}")
 
 
 def check_checkpoint(ck: Any) -> None:
@@ -1054,8 +1066,9 @@ def check_checkpoint(ck: Any) -> None:
         for tx, rec in ck["prepared"].items():
             _fields(rec, {k: v for k, v in RECORD_FIELDS["PREPARE"].items() if k != "tx"},
                     f"{what}: prepared {tx}")
-            _writes(rec["writes"], f"{what}: prepared {tx}")
-            _ranges(rec, f"{what}: prepared {tx}")
+            problem = _writes(rec["writes"]) or _ranges(rec)
+            if problem:
+                raise CorruptLog(f"{what}: prepared {tx}{problem}")
             if not isinstance(rec.get("participants", []), list):
                 raise CorruptLog(f"{what}: prepared {tx} has no valid 'participants' list")
         for tx, rec in ck["decided"].items():

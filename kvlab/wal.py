@@ -200,7 +200,18 @@ def decode(buf: bytes, source: str = "log") -> tuple[list[LogRecord], int]:
     except (ValueError, RecursionError):
         raise CorruptLog(f"{source}: a record passes its checksum but is not valid JSON; it was "
                          f"written by something other than kvlab") from None
-    records = [_record(o, source, offsets[i]) for i, o in enumerate(objs)]
+    try:  # the common case in one pass; anything odd is found and named below
+        records = [LogRecord(o["lsn"], o["type"], o["data"]) for o in objs]
+        sound = {type(r.lsn) for r in records} <= {int} \
+            and {type(r.type) for r in records} <= {str} \
+            and {type(r.data) for r in records} <= {dict}
+    except (TypeError, KeyError):
+        sound = False
+    if not sound:
+        records = [_record(o, source, offsets[i]) for i, o in enumerate(objs)]
+    if records and [r.lsn for r in records] == list(range(records[0].lsn,
+                                                           records[0].lsn + len(records))):
+        return records, off
     for i in range(1, len(records)):
         prev, lsn = records[i - 1].lsn, records[i].lsn
         if lsn != prev + 1:

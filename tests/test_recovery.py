@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import warnings
 
 import pytest
@@ -274,6 +275,24 @@ def test_torn_tail_is_cut_with_a_warning(tmp_path):
     tx = c["n2"].begin()
     assert c["n2"].get(tx, "x") == 4
     assert c.trace.filter("torn")
+
+
+def test_a_torn_tail_warning_points_at_the_line_that_opened_or_restarted_the_node(tmp_path):
+    log = _committed_cluster(tmp_path)
+    good = log.read_bytes()
+    log.write_bytes(good + good[:11])
+    with pytest.warns(TornTailWarning) as opened:
+        line = sys._getframe().f_lineno + 1
+        c = kvlab.Cluster(NODES, data_dir=tmp_path)
+    c.crash("n2")
+    with log.open("ab") as f:
+        f.write(good[:7])
+    with pytest.warns(TornTailWarning) as restarted:
+        line2 = sys._getframe().f_lineno + 1
+        c.restart("n2")
+    assert [(w.filename, w.lineno) for w in opened] == [(__file__, line)]
+    assert [(w.filename, w.lineno) for w in restarted] == [(__file__, line2)]
+    c.close()
 
 
 def test_damaged_complete_last_record_raises_instead_of_being_cut(tmp_path):
