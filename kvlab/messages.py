@@ -28,6 +28,8 @@ P2A = "P2A"  # a participant (ballot 0) or a leader -> acceptors: accept this va
 P2B = "P2B"  # acceptor -> the ballot's leader: accepted
 NACK = "NACK"  # acceptor -> a stale ballot's leader: refused, this higher ballot is promised
 LEARNED = "LEARNED"  # coordinator -> acceptors: every participant has the outcome, forget it
+MAY_FORGET = "MAY_FORGET"  # acceptor -> coordinator: my entry may have outlived LEARNED; may it go?
+NOT_YET = "NOT_YET"  # coordinator -> that acceptor: still at work; LEARNED will come, stop asking
 
 # one-phase commit (kvlab.onephase): the only participant decides
 ONE_PHASE = "ONE_PHASE"  # coordinator -> its single participant: the writes; commit them
@@ -36,7 +38,7 @@ BATCH = "BATCH"  # kvlab.batching: several messages to one peer, sent as one
 
 KINDS = (TS_REQUEST, TS_REPLY, READ, READ_REPLY, PREPARE, VOTE_YES, VOTE_NO, COMMIT, ABORT, ACK,
          STATUS, SCAN, SCAN_REPLY, DECISION_REQ, DECISION_REPLY, P1A, P1B, P2A, P2B,
-         NACK, LEARNED, ONE_PHASE, RESOLVE, BATCH)
+         NACK, LEARNED, MAY_FORGET, NOT_YET, ONE_PHASE, RESOLVE, BATCH)
 
 TSO = "tso"  # network address of the timestamp oracle
 

@@ -30,7 +30,9 @@ from kvlab.messages import (
     DECISION_REPLY,
     DECISION_REQ,
     LEARNED,
+    MAY_FORGET,
     NACK,
+    NOT_YET,
     ONE_PHASE,
     P1A,
     P1B,
@@ -406,6 +408,10 @@ class NodeCore:
             return self.coordinator.on_nack(msg)
         if k == LEARNED:
             return self.coordinator.acceptor.on_learned(msg)
+        if k == MAY_FORGET:
+            return self.coordinator.on_may_forget(msg)
+        if k == NOT_YET:
+            return self.coordinator.acceptor.on_not_yet(msg)
         if k == READ:
             return self._serve_read(msg.body["key"], msg.body["ts"], msg.tx, requester=msg.src,
                                     req=msg.body["req"])

@@ -83,14 +83,14 @@ holds an entry of a finished transaction, whatever was crashed, lost or delayed 
   transaction that started as late or later came already (``learned_below``), or this node
   restarted since (that knowledge is volatile). Such an entry arms a timer (``ASK_ROUNDS``
   decision timeouts), and so does every entry a restart brings back (its LEARNED record was
-  unforced). If the timer fires, the acceptor asks the coordinator (STATUS, parked on it:
+  unforced). If the timer fires, the acceptor asks the coordinator (MAY_FORGET, parked on it:
   asked again whenever the failure detector says it is reachable). Every acceptor entry and
   message names the coordinator (ballot 0's node, or the ``coordinator`` field of a
   takeover's P1A and P2A and of ACCEPT and PROMISE records). The coordinator answers LEARNED
   if it is not working on the transaction: every record that says it is (undecided, a leader,
   acks outstanding) is rebuilt by a restart from a BEGIN with no END, or from the checkpoint,
   and an acceptor has an entry only after the BEGIN was durable, so none left means ended.
-  Otherwise it answers "later" (LEARNED with ``later``): the LEARNED after its END, resent
+  Otherwise it answers NOT_YET: the LEARNED after its END, resent
   until acked, will come; the acceptor stops asking, so a transaction blocked by a crashed
   node does not keep a live one busy forever. The coordinator's own acceptor asks it
   directly (no message), and an ended transaction's entry there starts forgetting again.
@@ -116,12 +116,13 @@ from kvlab.messages import (
     ACK,
     COMMIT,
     LEARNED,
+    MAY_FORGET,
     NACK,
+    NOT_YET,
     P1A,
     P1B,
     P2A,
     P2B,
-    STATUS,
     TS_REQUEST,
     TSO,
     Message,
@@ -382,17 +383,18 @@ class Acceptor:
 
     def on_learned(self, msg: Message) -> Outputs:
         """The coordinator says every participant has the outcome durably: forget (see the
-        module docstring, Forgetting), and ack, so that it stops resending. Or, answering
-        this acceptor's question, it says "later": not finished yet, and it will send
-        LEARNED when it is: stop asking."""
+        module docstring, Forgetting), and ack, so that it stops resending."""
         out = Outputs()
-        t = self.txs.get(msg.tx)
-        if msg.body.get("later"):
-            if t is not None:
-                self._stop_asking(out, t.id)
-            return out
         self.forget(out, msg.tx, msg.src, msg.body.get("start_ts"))
         out.send(Message(self.node_id, msg.src, ACK, msg.tx, {"forgot": True}))
+        return out
+
+    def on_not_yet(self, msg: Message) -> Outputs:
+        """The coordinator, asked, is still at work on the transaction, and will send LEARNED
+        when it is done (resent until acked): stop asking."""
+        out = Outputs()
+        if msg.tx in self.txs:
+            self._stop_asking(out, msg.tx)
         return out
 
     def forget(self, out: Outputs, tx_id: str, coordinator: Any = None,
@@ -420,14 +422,14 @@ class Acceptor:
 
     def ask(self, tx_id: str) -> Outputs:
         """The entry's timer fired: ask its coordinator whether it may go (it answers LEARNED,
-        or "later"), and park on it: the failure detector wakes this acceptor to ask again
+        or NOT_YET), and park on it: the failure detector wakes this acceptor to ask again
         while no answer came (at once if the coordinator is up, once it is back if not)."""
         out = Outputs()
         t = self.txs.get(tx_id)
         if t is None or t.coordinator is None:
             return out
-        out.send(Message(self.node_id, t.coordinator, STATUS, t.id,
-                         {"acceptor": True, "start_ts": t.start_ts}))
+        out.send(Message(self.node_id, t.coordinator, MAY_FORGET, t.id,
+                         {"start_ts": t.start_ts}))
         self.parked.setdefault(t.coordinator, {})[t.id] = None
         out.watch.append(t.coordinator)
         return out
@@ -678,14 +680,11 @@ class PaxosCoordinator(Coordinator):
         return (tx_id in self.leaders or tx_id in self.unacked
                 or (tx is not None and tx.state not in (COMMITTED, ABORTED)))
 
-    def on_status(self, msg: Message) -> Outputs:
-        """An acceptor whose entry outlived LEARNED asks whether it may forget it (two-phase
-        commit's participants ask here too; Paxos Commit's take over instead)."""
-        if not msg.body.get("acceptor"):
-            return super().on_status(msg)
+    def on_may_forget(self, msg: Message) -> Outputs:
+        """An acceptor whose entry may have outlived LEARNED asks whether it may forget it."""
         out = Outputs()
         if self._unfinished(msg.tx):  # LEARNED follows the END, resent until acked
-            out.send(Message(self.node_id, msg.src, LEARNED, msg.tx, {"later": True}))
+            out.send(Message(self.node_id, msg.src, NOT_YET, msg.tx))
         else:  # ended: no leader can need the instances again
             self._send_learned(out, msg.tx, msg.body["start_ts"], [msg.src])
         return out

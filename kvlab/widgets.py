@@ -204,6 +204,11 @@ def message_summary(kind: str, src: Any, dst: Any, tx: Any, body: dict[str, Any]
         "READ_REPLY": f"{src} answers {dst}: {compact(b.get('value'), False)}"
                       + (f" (written by {b['writer']})" if b.get("writer") else ""),
         "STATUS": f"{src} is in doubt about {tx} and asks {dst} for the decision",
+        "LEARNED": f"{src} ended {tx}: every participant has its outcome durably, so {dst}'s "
+                   f"acceptor may forget the transaction",
+        "MAY_FORGET": f"{src}'s acceptor still holds {tx} and asks its coordinator {dst} "
+                      f"whether it may forget it",
+        "NOT_YET": f"{src} is still at work on {tx}: LEARNED will follow, so {dst} stops asking",
     }.get(kind, "")
 
 

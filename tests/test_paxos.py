@@ -10,7 +10,7 @@ import pytest
 import kvlab
 from kvlab import explore
 from kvlab.effects import Outputs
-from kvlab.messages import COMMIT, LEARNED, NACK, P1A, P2A, P2B, Message
+from kvlab.messages import COMMIT, LEARNED, MAY_FORGET, NACK, NOT_YET, P1A, P2A, P2B, Message
 from kvlab.paxos import (
     ACCEPTOR_TRANSITIONS,
     DEFERRED,
@@ -758,7 +758,39 @@ def test_an_acceptor_that_loses_its_learned_record_in_a_crash_asks_again():
     c.crash("n2")
     c.restart("n2")
     assert t in c.core("n2").coordinator.acceptor.txs  # back from its ACCEPT records
+    start = len(c.trace)
     finish(c, h, t)
+    # it asked, and n1, done with T1, answered LEARNED (n2 had acked the first one already)
+    said = asked(c, t, start)
+    assert said.index(("n2", "n1", MAY_FORGET)) < said.index(("n1", "n2", LEARNED))
+    assert ("n1", "n2", NOT_YET) not in said
+
+
+def asked(c: kvlab.Cluster, t: str, start: int = 0) -> list[tuple[str, str, str]]:
+    """The acceptors' questions about ``t`` and the coordinator's answers, in order."""
+    return [(e.data["src"], e.data["dst"], e.data["kind"]) for e in c.trace[start:]
+            if e.kind == "send" and e.tx == t and e.data["kind"] in (MAY_FORGET, NOT_YET, LEARNED)]
+
+
+def test_an_acceptor_asks_with_may_forget_and_a_busy_coordinator_says_not_yet():
+    """n3 is down after the decision, so n1 waits for its ack. n2 restarts meanwhile: its
+    entry comes back and asks (MAY_FORGET); n1 is still at work, answers NOT_YET, and n2 stops
+    asking. Once n3 is back and acks, LEARNED comes unasked and n2 forgets."""
+    c = paxos()
+    t, h = start_one(c)
+    run_until(c, lambda: c.states().get(("n1", "coordinator", t)) == COMMITTING)
+    c.crash("n3")
+    c.crash("n2")
+    c.restart("n2")
+    start = len(c.trace)
+    c.run()
+    assert t in c.core("n2").coordinator.acceptor.txs  # kept: n1 has not ended it
+    assert asked(c, t, start)[:2] == [("n2", "n1", MAY_FORGET), ("n1", "n2", NOT_YET)]
+    assert not c.core("n2").coordinator.acceptor.parked.get("n1")  # it stopped asking
+    c.restart("n3")
+    c.run()
+    assert h.committed and t not in c.core("n2").coordinator.acceptor.txs
+    assert nothing_left(c) is None, nothing_left(c)
 
 
 def test_a_participant_that_is_no_acceptor_forgets_its_own_ballots_promise():

@@ -40,12 +40,12 @@ KIND_COLORS: dict[str, str] = {
     m.SCAN: PURPLE, m.SCAN_REPLY: PURPLE,
     m.DECISION_REQ: BLACK, m.DECISION_REPLY: BLACK,  # cooperative termination
     m.P1A: BLACK, m.P1B: BLACK, m.P2A: ORANGE, m.P2B: GREEN,  # Paxos Commit
-    m.NACK: VERMILLION, m.LEARNED: SKY_BLUE,
+    m.NACK: VERMILLION, m.LEARNED: SKY_BLUE, m.MAY_FORGET: BLACK, m.NOT_YET: BLACK,
     m.ONE_PHASE: BLUE, m.RESOLVE: BLACK,  # one-phase commit
     m.BATCH: GREY,  # kvlab.batching: what is inside decides
 }
 REPLY_KINDS = frozenset({m.TS_REPLY, m.READ_REPLY, m.VOTE_YES, m.VOTE_NO, m.ACK, m.SCAN_REPLY,
-                         m.DECISION_REPLY, m.P1B, m.P2B, m.NACK})
+                         m.DECISION_REPLY, m.P1B, m.P2B, m.NACK, m.NOT_YET})
 
 OUTCOME_COLORS: dict[str, str] = {
     "committed": GREEN, "aborted": VERMILLION, "committing": ORANGE, "active": SKY_BLUE,
