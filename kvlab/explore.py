@@ -716,6 +716,13 @@ class _Search:
         self.root = self.snap({n: _NodeSnap(self.c, n) for n in self.c.ids},
                               tuple(budgets[k] for k in self.names))
 
+    def close(self) -> None:
+        """Take the hooks off the cluster. They refer back to the search, a reference cycle
+        that kept every state it made alive until a collector pass freed them all at once
+        (about 1.5 s after a 50,000-state search); without it they go as the search ends."""
+        for hooked, name in ((self.c.network, "send"), (self.c, "_arm_watches")):
+            hooked.__dict__.pop(name, None)
+
     def snap(self, nodes: dict[Any, _NodeSnap], budgets: tuple[int, ...]) -> _Snap:
         self.client = _Client(self.c, self.history)
         fp = _fingerprint(self.c, nodes, budgets, self.history, self.client.fp)
@@ -1152,6 +1159,7 @@ def _run(setup: Callable[[], Cluster], budgets: dict[str, int], invariants: list
     s.install(s.root)
     violation = s.check()
     if violation:
+        s.close()
         return Result("violation", 1, 0, time.perf_counter() - start, violation, Schedule(),
                       setup=setup)
     try:
@@ -1241,6 +1249,7 @@ def _run(setup: Callable[[], Cluster], budgets: dict[str, int], invariants: list
         status = "limit"
     finally:
         bar.close(len(parents))
+        s.close()
     if graph is not None:  # for the tests: every state found, with its schedule's length
         for fp in parents:
             n, link = 0, parents[fp]
