@@ -79,13 +79,26 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
-from typing import Any
-
-import networkx as nx
+from typing import TYPE_CHECKING, Any
 
 from kvlab.errors import KvlabError
 from kvlab.history import History, InvalidHistory, Op, Txn
 from kvlab.mvcc import span_text
+
+if TYPE_CHECKING:
+    import networkx as nx
+else:
+    class _Networkx:
+        """networkx, imported when a check first needs it: importing it takes a third of a
+        second, and once loaded it makes each full pass of Python's collector about 45 ms
+        slower, in every process that imports kvlab (an OS-process node, a benchmark) even
+        if it never checks a history."""
+
+        def __getattr__(self, name: str) -> Any:
+            import networkx
+            return getattr(networkx, name)
+
+    nx = _Networkx()
 
 __all__ = ["LEVELS", "Anomaly", "CheckReport", "InvalidHistory", "InvalidLevel", "check"]
 
@@ -164,7 +177,8 @@ class CheckReport:
     #: edge per dependency, keyed ``(type, key)`` with attributes ``type`` and ``key`` (and, on
     #: wr and rw edges, the ``value`` read and the txn it was ``read_from``; on predicate
     #: edges, the scanned range ``(start, end)`` as ``predicate``).
-    graph: nx.MultiDiGraph = field(default_factory=nx.MultiDiGraph, repr=False, compare=False)
+    graph: nx.MultiDiGraph = field(default_factory=lambda: nx.MultiDiGraph(), repr=False,
+                                   compare=False)
 
     def __bool__(self) -> bool:  # so `assert check(h)` works and `if check(h):` is not a trap
         return self.ok

@@ -839,3 +839,14 @@ def test_random_snapshot_histories_with_scans_pass_at_snapshot_and_the_verdict_i
     assert check(history, "snapshot").ok, str(check(history, "snapshot"))
     if check(history, "serializable").ok:  # then a serial order must exist
         assert serial_order_exists(history), str(check(history, "serializable"))
+
+
+def test_networkx_is_imported_only_when_a_check_needs_it():
+    """It takes a third of a second to import and slows every full collector pass, so a
+    process that imports kvlab but checks nothing (an OS-process node) does not load it."""
+    code = ("import sys, kvlab\n"
+            "assert 'networkx' not in sys.modules\n"
+            "r = kvlab.check(kvlab.workloads.run(transactions=20).history)\n"
+            "assert r.ok and 'networkx' in sys.modules and r.graph.number_of_nodes() > 0\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
