@@ -216,6 +216,47 @@ def test_a_record_with_a_valid_checksum_but_missing_fields_is_corrupt(tmp_path):
         kvlab.Cluster(NODES, data_dir=tmp_path)
 
 
+def _framed(payload: bytes) -> bytes:
+    """``payload`` in a frame whose checksum passes (length, CRC, payload)."""
+    import zlib
+
+    length = struct.pack("<I", len(payload))
+    return length + struct.pack("<I", zlib.crc32(payload, zlib.crc32(length))) + payload
+
+
+@pytest.mark.parametrize("bad", [
+    {"lsn": True, "type": "END", "data": {"tx": "T1"}},  # JSON true is not an integer LSN
+    {"lsn": 1.0, "type": "END", "data": {"tx": "T1"}},
+    {"lsn": 1, "type": 7, "data": {"tx": "T1"}},
+    {"lsn": 1, "type": "END", "data": [["tx", "T1"]]},
+    {"lsn": 1, "type": "END"},
+    ["lsn", 1, "END"],
+    "END T1",
+], ids=["bool-lsn", "float-lsn", "int-type", "list-data", "no-data", "a-list", "a-string"])
+def test_a_checksum_valid_frame_that_is_no_record_is_refused_naming_its_byte(bad):
+    # decode takes a fast path when every record looks sound: an odd one, first or later,
+    # must still be found and named by its offset, never taken (true == 1 in Python)
+    import json
+
+    from kvlab.wal import decode, encode
+
+    first = _framed(json.dumps(bad).encode())
+    with pytest.raises(kvlab.CorruptLog, match="record at byte 0 passes its checksum but is "
+                                               "not a kvlab record"):
+        decode(first + encode(2, "END", {"tx": "T2"}))
+    head = encode(0, "END", {"tx": "T0"})
+    with pytest.raises(kvlab.CorruptLog, match=f"record at byte {len(head)} passes its "
+                                               f"checksum but is not a kvlab record"):
+        decode(head + first + encode(2, "END", {"tx": "T2"}))
+
+
+def test_a_checksum_valid_frame_that_is_not_json_is_refused():
+    from kvlab.wal import decode, encode
+
+    with pytest.raises(kvlab.CorruptLog, match="passes its checksum but is not valid JSON"):
+        decode(encode(1, "END", {"tx": "T1"}) + _framed(b'{"lsn": 2, "type": "END",'))
+
+
 def test_a_damaged_timestamp_oracle_file_is_corrupt_not_a_json_error(tmp_path):
     logged_cluster(tmp_path)
     (tmp_path / "tso.json").write_text('{"limit": ')
