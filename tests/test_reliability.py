@@ -3,6 +3,7 @@ failed before its fix. (The fuzzer itself is tests/test_fuzz.py.)"""
 
 from __future__ import annotations
 
+import re
 import struct
 import traceback
 import warnings
@@ -214,6 +215,48 @@ def test_a_record_with_a_valid_checksum_but_missing_fields_is_corrupt(tmp_path):
     (tmp_path / "n2" / "wal.log").write_bytes(data[:a0] + frame)
     with pytest.raises(kvlab.CorruptLog, match="no valid 'commit_ts' field"):
         kvlab.Cluster(NODES, data_dir=tmp_path)
+
+
+def test_a_bool_where_a_number_goes_is_corrupt(tmp_path):
+    # JSON true is a Python int: a commit_ts of true would replay as ts 1
+    from kvlab.wal import encode
+
+    data = logged_cluster(tmp_path)
+    (a0, a1) = frames(data)[-1]
+    import json
+    obj = json.loads(data[a0 + 8:a1])
+    obj["data"]["commit_ts"] = True
+    (tmp_path / "n2" / "wal.log").write_bytes(data[:a0] + encode(obj["lsn"], obj["type"],
+                                                                 obj["data"]))
+    with pytest.raises(kvlab.CorruptLog, match=r"no valid 'commit_ts' field \(got True\)"):
+        kvlab.Cluster(NODES, data_dir=tmp_path)
+
+
+PREPARED_RECORD = {"tx": "T1", "coordinator": "n1", "start_ts": 3, "writes": {"k": [1, False]},
+                   "reads": ["k"]}
+
+
+@pytest.mark.parametrize("type_, data, problem", [
+    ("PREPARE", PREPARED_RECORD, None),
+    ("PREPARE", {**PREPARED_RECORD, "prepare_ts": False}, "'prepare_ts' field (got False)"),
+    ("PREPARE", {**PREPARED_RECORD, "participants": None}, "'participants' field (got None)"),
+    ("ABORT", {"tx": "T1", "coordinator": None}, "'coordinator' field (got None)"),
+    ("ABORT", {"tx": "T1", "start_ts": 3, "coordinator": 2}, None),
+    ("DECISION", {"tx": "T1", "commit_ts": 4, "participants": True},
+     "'participants' field (got True)"),
+], ids=["sound", "bool-optional", "null-optional", "null-coordinator", "sound-abort",
+        "bool-list"])
+def test_a_record_field_is_checked_by_type_and_an_optional_one_when_present(type_, data, problem):
+    from kvlab.node import check_record
+    from kvlab.wal import LogRecord
+
+    if problem is None:
+        check_record(LogRecord(5, type_, data))
+    else:
+        with pytest.raises(kvlab.CorruptLog, match=rf"^WAL record LSN 5 \({type_}\) has no valid "
+                                                   rf"{re.escape(problem)}: it passes its "
+                                                   rf"checksum but kvlab did not write it"):
+            check_record(LogRecord(5, type_, data))
 
 
 def _framed(payload: bytes) -> bytes:
