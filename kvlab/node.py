@@ -955,6 +955,10 @@ OPTIONAL_FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
 }
 CHECKPOINT_FIELDS: dict[str, type | tuple[type, ...]] = {
     "store": dict, "watermark": int, "prepared": dict, "decided": dict, "max_ts": int}
+# what recovery reads from a checkpoint with a default (begun: Paxos Commit only): checked when
+# present, as OPTIONAL_FIELDS are for a record
+CHECKPOINT_OPTIONAL: dict[str, type | tuple[type, ...]] = {
+    "finished": dict, "horizon": int, "begun": dict}
 
 
 def _fields(data: Any, spec: dict[str, Any], what: str) -> None:
@@ -1058,6 +1062,9 @@ def check_checkpoint(ck: Any) -> None:
     what = "the checkpoint"
     try:
         _fields(ck, CHECKPOINT_FIELDS, what)
+        problem = _field_problem(ck, CHECKPOINT_OPTIONAL, present=True)
+        if problem:
+            raise CorruptLog(what + problem)
         for key, rows in ck["store"].items():
             if not (isinstance(rows, list) and rows and all(
                     isinstance(row, list) and len(row) == 4 and type(row[0]) is int
