@@ -279,6 +279,19 @@ def test_a_checkpoint_with_a_malformed_optional_field_is_corrupt(field, value):
             core.handle(Recover({**SOUND_CHECKPOINT, field: value}, [], 0))
 
 
+def test_a_checkpoint_with_two_problems_is_named_by_the_one_it_was_named_by_before():
+    # the optional fields are checked where they are read, so adding their checks changed no
+    # message a checkpoint got before
+    from kvlab.node import check_checkpoint
+
+    cases = [({"decided": {"T2": {"commit_ts": "4"}}, "horizon": "7"}, "decided T2 has no valid"),
+             ({"begun": {"T3": {}}, "finished": []}, "begun T3 has no valid"),
+             ({"finished": {"T1": ["COMMITTED"]}, "horizon": None}, "the outcome of T1")]
+    for change, named in cases:
+        with pytest.raises(kvlab.CorruptLog, match=named):
+            check_checkpoint({**SOUND_CHECKPOINT, **change})
+
+
 def _framed(payload: bytes) -> bytes:
     """``payload`` in a frame whose checksum passes (length, CRC, payload)."""
     import zlib
