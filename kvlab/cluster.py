@@ -86,8 +86,9 @@ def _collector_paused() -> Iterator[None]:
 
 def _callers_level() -> int:
     """The ``stacklevel`` that makes a warning point at the first caller outside kvlab (the
-    line in the learner's notebook that opened or restarted the node), however deep the call."""
-    here = os.path.dirname(os.path.abspath(__file__))
+    line in the learner's notebook that opened or restarted the node), however deep the call.
+    kvlab's files are those under its package directory (not a ``kvlab_demo.py`` beside it)."""
+    here = os.path.dirname(os.path.abspath(__file__)) + os.sep
     frame, level = sys._getframe(1), 1
     while frame is not None and frame.f_code.co_filename.startswith(here):
         frame, level = frame.f_back, level + 1

@@ -961,6 +961,10 @@ OPTIONAL_FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
 }
 CHECKPOINT_FIELDS: dict[str, type | tuple[type, ...]] = {
     "store": dict, "watermark": int, "prepared": dict, "decided": dict, "max_ts": int}
+# what recovery reads from a checkpoint with a default (begun: Paxos Commit only): checked when
+# present, as OPTIONAL_FIELDS are for a record
+CHECKPOINT_OPTIONAL: dict[str, type | tuple[type, ...]] = {
+    "finished": dict, "horizon": int, "begun": dict}
 
 
 def _fields(data: Any, spec: dict[str, Any], what: str) -> None:
@@ -1062,6 +1066,14 @@ def check_record(r: Any) -> None:
 
 def check_checkpoint(ck: Any) -> None:
     what = "the checkpoint"
+
+    def optional(name: str) -> None:
+        # checked just before it is read, so that a checkpoint with two problems is named by
+        # the same one as before this was checked
+        problem = _field_problem(ck, {name: CHECKPOINT_OPTIONAL[name]}, present=True)
+        if problem:
+            raise CorruptLog(what + problem)
+
     try:
         _fields(ck, CHECKPOINT_FIELDS, what)
         for key, rows in ck["store"].items():
@@ -1079,12 +1091,15 @@ def check_checkpoint(ck: Any) -> None:
                 raise CorruptLog(f"{what}: prepared {tx} has no valid 'participants' list")
         for tx, rec in ck["decided"].items():
             _fields(rec, {"commit_ts": int, "participants": list}, f"{what}: decided {tx}")
+        optional("begun")
         for tx, rec in ck.get("begun", {}).items():
             _fields(rec, {"start_ts": int, "participants": list}, f"{what}: begun {tx}")
+        optional("finished")
         for tx, row in ck.get("finished", {}).items():
             if not (isinstance(row, list) and len(row) == 2 and row[0] in (COMMITTED, ABORTED)
                     and type(row[1]) is int):
                 raise CorruptLog(f"{what}: the outcome of {tx} is malformed")
+        optional("horizon")
     except CorruptLog as e:
         raise CorruptLog(f"{e}: it passes its checksum but kvlab did not write it. Restore it "
                          f"from a backup, or delete the node's data directory.") from None

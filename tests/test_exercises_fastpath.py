@@ -111,6 +111,9 @@ def test_batching_merges_messages_and_forced_records():
                       ("n1", "BATCH", False)]
     flushes = [e.data["records"] for e in batched if e.kind == "flush"]
     assert flushes == [1, 1, 1]
+    # each transaction's forced records are the batches it shares
+    c, _, _ = ex.batched_commits(0)
+    assert ex.forced_records(c, "T2") == ["n2 BATCH", "n1 BATCH", "n2 BATCH"]
 
 
 def test_the_window_trades_fsyncs_for_latency():

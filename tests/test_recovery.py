@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 
@@ -293,6 +294,23 @@ def test_a_torn_tail_warning_points_at_the_line_that_opened_or_restarted_the_nod
     assert [(w.filename, w.lineno) for w in opened] == [(__file__, line)]
     assert [(w.filename, w.lineno) for w in restarted] == [(__file__, line2)]
     c.close()
+
+
+def test_a_torn_tail_warning_skips_only_kvlabs_own_files(tmp_path):
+    # a learner's script beside the package (kvlab_demo.py next to kvlab/) is not kvlab: its
+    # name starts with the package's path, but the warning must point at its line all the same
+    log = _committed_cluster(tmp_path)
+    log.write_bytes(log.read_bytes() + b"\x05\x00\x00")
+    script = os.path.dirname(os.path.abspath(kvlab.__file__)) + "_demo.py"
+
+    def opener():
+        kvlab.Cluster(NODES, data_dir=tmp_path).close()
+
+    opener.__code__ = opener.__code__.replace(co_filename=script)
+    with pytest.warns(TornTailWarning) as caught:
+        opener()
+    assert [(w.filename, w.lineno) for w in caught] == [(script,
+                                                          opener.__code__.co_firstlineno + 1)]
 
 
 def test_damaged_complete_last_record_raises_instead_of_being_cut(tmp_path):

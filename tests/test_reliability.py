@@ -3,6 +3,7 @@ failed before its fix. (The fuzzer itself is tests/test_fuzz.py.)"""
 
 from __future__ import annotations
 
+import re
 import struct
 import traceback
 import warnings
@@ -214,6 +215,122 @@ def test_a_record_with_a_valid_checksum_but_missing_fields_is_corrupt(tmp_path):
     (tmp_path / "n2" / "wal.log").write_bytes(data[:a0] + frame)
     with pytest.raises(kvlab.CorruptLog, match="no valid 'commit_ts' field"):
         kvlab.Cluster(NODES, data_dir=tmp_path)
+
+
+def test_a_bool_where_a_number_goes_is_corrupt(tmp_path):
+    # JSON true is a Python int: a commit_ts of true would replay as ts 1
+    from kvlab.wal import encode
+
+    data = logged_cluster(tmp_path)
+    (a0, a1) = frames(data)[-1]
+    import json
+    obj = json.loads(data[a0 + 8:a1])
+    obj["data"]["commit_ts"] = True
+    (tmp_path / "n2" / "wal.log").write_bytes(data[:a0] + encode(obj["lsn"], obj["type"],
+                                                                 obj["data"]))
+    with pytest.raises(kvlab.CorruptLog, match=r"no valid 'commit_ts' field \(got True\)"):
+        kvlab.Cluster(NODES, data_dir=tmp_path)
+
+
+PREPARED_RECORD = {"tx": "T1", "coordinator": "n1", "start_ts": 3, "writes": {"k": [1, False]},
+                   "reads": ["k"]}
+
+
+@pytest.mark.parametrize("type_, data, problem", [
+    ("PREPARE", PREPARED_RECORD, None),
+    ("PREPARE", {**PREPARED_RECORD, "prepare_ts": False}, "'prepare_ts' field (got False)"),
+    ("PREPARE", {**PREPARED_RECORD, "participants": None}, "'participants' field (got None)"),
+    ("ABORT", {"tx": "T1", "coordinator": None}, "'coordinator' field (got None)"),
+    ("ABORT", {"tx": "T1", "start_ts": 3, "coordinator": 2}, None),
+    ("DECISION", {"tx": "T1", "commit_ts": 4, "participants": True},
+     "'participants' field (got True)"),
+], ids=["sound", "bool-optional", "null-optional", "null-coordinator", "sound-abort",
+        "bool-list"])
+def test_a_record_field_is_checked_by_type_and_an_optional_one_when_present(type_, data, problem):
+    from kvlab.node import check_record
+    from kvlab.wal import LogRecord
+
+    if problem is None:
+        check_record(LogRecord(5, type_, data))
+    else:
+        with pytest.raises(kvlab.CorruptLog, match=rf"^WAL record LSN 5 \({type_}\) has no valid "
+                                                   rf"{re.escape(problem)}: it passes its "
+                                                   rf"checksum but kvlab did not write it"):
+            check_record(LogRecord(5, type_, data))
+
+
+SOUND_CHECKPOINT = {"store": {}, "watermark": 0, "prepared": {}, "decided": {}, "max_ts": 5,
+                    "finished": {"T1": ["COMMITTED", 4]}, "horizon": 2, "begun": {}}
+
+
+@pytest.mark.parametrize("field, value", [("begun", []), ("finished", 3), ("horizon", "7"),
+                                          ("horizon", True)])
+def test_a_checkpoint_with_a_malformed_optional_field_is_corrupt(field, value):
+    # the fields a checkpoint may lack (begun: Paxos only) are checked when present: replay
+    # read them unchecked and failed with an AttributeError or a TypeError
+    from kvlab.node import NodeConfig, NodeCore, Recover, check_checkpoint
+
+    check_checkpoint(SOUND_CHECKPOINT)
+    for core in (NodeCore("n1", NodeConfig(NODES)),
+                 NodeCore("n1", NodeConfig(NODES, commit_protocol="paxos"))):
+        with pytest.raises(kvlab.CorruptLog, match=rf"^the checkpoint has no valid '{field}' "
+                                                   rf"field \(got {re.escape(repr(value))}\): "
+                                                   rf"it passes its checksum"):
+            core.handle(Recover({**SOUND_CHECKPOINT, field: value}, [], 0))
+
+
+def test_a_checkpoint_with_two_problems_is_named_by_the_one_it_was_named_by_before():
+    # the optional fields are checked where they are read, so adding their checks changed no
+    # message a checkpoint got before
+    from kvlab.node import check_checkpoint
+
+    cases = [({"decided": {"T2": {"commit_ts": "4"}}, "horizon": "7"}, "decided T2 has no valid"),
+             ({"begun": {"T3": {}}, "finished": []}, "begun T3 has no valid"),
+             ({"finished": {"T1": ["COMMITTED"]}, "horizon": None}, "the outcome of T1")]
+    for change, named in cases:
+        with pytest.raises(kvlab.CorruptLog, match=named):
+            check_checkpoint({**SOUND_CHECKPOINT, **change})
+
+
+def _framed(payload: bytes) -> bytes:
+    """``payload`` in a frame whose checksum passes (length, CRC, payload)."""
+    import zlib
+
+    length = struct.pack("<I", len(payload))
+    return length + struct.pack("<I", zlib.crc32(payload, zlib.crc32(length))) + payload
+
+
+@pytest.mark.parametrize("bad", [
+    {"lsn": True, "type": "END", "data": {"tx": "T1"}},  # JSON true is not an integer LSN
+    {"lsn": 1.0, "type": "END", "data": {"tx": "T1"}},
+    {"lsn": 1, "type": 7, "data": {"tx": "T1"}},
+    {"lsn": 1, "type": "END", "data": [["tx", "T1"]]},
+    {"lsn": 1, "type": "END"},
+    ["lsn", 1, "END"],
+    "END T1",
+], ids=["bool-lsn", "float-lsn", "int-type", "list-data", "no-data", "a-list", "a-string"])
+def test_a_checksum_valid_frame_that_is_no_record_is_refused_naming_its_byte(bad):
+    # decode takes a fast path when every record looks sound: an odd one, first or later,
+    # must still be found and named by its offset, never taken (true == 1 in Python)
+    import json
+
+    from kvlab.wal import decode, encode
+
+    first = _framed(json.dumps(bad).encode())
+    with pytest.raises(kvlab.CorruptLog, match="record at byte 0 passes its checksum but is "
+                                               "not a kvlab record"):
+        decode(first + encode(2, "END", {"tx": "T2"}))
+    head = encode(0, "END", {"tx": "T0"})
+    with pytest.raises(kvlab.CorruptLog, match=f"record at byte {len(head)} passes its "
+                                               f"checksum but is not a kvlab record"):
+        decode(head + first + encode(2, "END", {"tx": "T2"}))
+
+
+def test_a_checksum_valid_frame_that_is_not_json_is_refused():
+    from kvlab.wal import decode, encode
+
+    with pytest.raises(kvlab.CorruptLog, match="passes its checksum but is not valid JSON"):
+        decode(encode(1, "END", {"tx": "T1"}) + _framed(b'{"lsn": 2, "type": "END",'))
 
 
 def test_a_damaged_timestamp_oracle_file_is_corrupt_not_a_json_error(tmp_path):

@@ -106,9 +106,10 @@ def batched_commits(batch_window: int | None, n: int = 4) -> tuple[Cluster, list
 
 
 def forced_records(c: Cluster, tx: str) -> list[str]:
-    """The forced log records of ``tx``, in trace order: "n2 PREPARE", "n1 DECISION", ..."""
+    """The forced log records of ``tx``, in trace order: "n2 PREPARE", "n1 DECISION", ...
+    (with batching, "n2 BATCH": the one record its PREPARE shares with others, kvlab.trace)."""
     return [f"{e.node} {e.data['type']}" for e in c.trace
-            if e.kind == "wal" and e.data["force"] and e.data.get("tx") == tx]
+            if e.kind == "wal" and e.data["force"] and tx in e.txs]
 
 
 def sweep(switches: dict[str, dict[str, Any]] | None = None,
