@@ -831,6 +831,28 @@ class NodeCore:
             ck["begun"] = self.coordinator.begun()
         return ck
 
+    def _check_members(self, live: list[tuple[str, str, dict[str, Any]]]) -> None:
+        """CorruptLog if what recovery goes on to act on (``live``: (tx, record type, data)
+        of the in-doubt, undecided and acceptor entries) names a node this cluster does not
+        have: it would send to it, or rank its ballots, and fail half-way. The finished
+        transactions a log names do not matter."""
+        known = set(self.nodes)
+        for tx, t, data in live:  # (only the fields each type declares: others are ignored)
+            named = set(data.get("participants") or ()) if t not in _BALLOTS else set()
+            if t != "DECISION" and t != "BEGIN" and "coordinator" in data:
+                named.add(data["coordinator"])
+            if t in _BALLOTS:
+                named.add(data["ballot"][1])
+                named.update(pair[0] for pair in data.get("values", ()))
+            if not named <= known:
+                strangers = sorted(map(str, named - known))
+                raise CorruptLog(f"the log's {t} record of {tx}, which recovery acts on, names "
+                                 f"{', '.join(strangers)}, not a node of this cluster "
+                                 f"({', '.join(map(str, self.nodes))}): it was written by a "
+                                 f"cluster with other nodes. Open the data directory with the "
+                                 f"node ids that wrote it, or delete the node's data directory "
+                                 f"to start it empty.")
+
     def _recover(self, inp: Recover) -> Outputs:
         """Rebuild from a checkpoint and the log after it. Every record is checked first, so a
         record kvlab could not have written raises CorruptLog before anything changes."""
@@ -889,6 +911,11 @@ class NodeCore:
                 begun[d["tx"]] = d
             elif t in ("ACCEPT", "PROMISE", "LEARNED"):  # Paxos Commit's acceptor (kvlab.paxos)
                 accepted.append(d)
+        self._check_members([(tx, "PREPARE", d) for tx, d in prepared.items()]
+                            + [(tx, "DECISION", d) for tx, d in decided.items()]
+                            + [(tx, "BEGIN", d) for tx, d in begun.items()]
+                            + [(r.data["tx"], r.type, r.data) for r in records
+                               if r.type in _BALLOTS])
         for rec in prepared.values():
             self.max_ts = max(self.max_ts, rec["start_ts"])
         out = Outputs()
@@ -936,6 +963,9 @@ def check_span(start: Any, end: Any) -> Span:
 
 # -- what kvlab writes to its log, checked before replay --------------------------------------
 _ID = (str, int)
+_KIND_NAMES = {_ID: "node ids", str: "keys"}
+_LISTS_OF_IDS = ("PREPARE", "DECISION", "BEGIN")  # the records with participants (PREPARE: reads)
+_BALLOTS = ("ACCEPT", "PROMISE")  # the records with a ballot (and a coordinator, optional)
 RECORD_FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "PREPARE": {"tx": str, "coordinator": _ID, "start_ts": int, "writes": dict, "reads": list},
     "COMMIT": {"tx": str, "commit_ts": int},
@@ -989,6 +1019,14 @@ def _field_problem(data: Any, spec: dict[str, Any], present: bool = False) -> st
     return None
 
 
+def _items(data: dict[str, Any], name: str, kind: Any) -> str | None:
+    """The elements of ``data``'s list ``name`` (if it has one) are all ``kind``."""
+    items = data.get(name)
+    if items and not all(isinstance(x, kind) and x.__class__ is not bool for x in items):
+        return f": its {name} are not all {_KIND_NAMES[kind]} (got {items!r})"
+    return None
+
+
 def _writes(writes: dict[str, Any]) -> str | None:
     for k, v in writes.items():
         if not (isinstance(v, list) and len(v) == 2 and isinstance(v[1], bool)):
@@ -1010,8 +1048,9 @@ def _ballot_values(data: dict[str, Any]) -> str | None:
     if not (len(b) == 2 and type(b[0]) is int and isinstance(b[1], _ID)):
         return f": its ballot is not a [round, node] pair (got {b!r})"
     for pair in data.get("values", []):
-        if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[1], list)
-                and pair[1] and pair[1][0] in ("prepared", "aborted")):
+        if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], _ID)
+                and isinstance(pair[1], list) and pair[1] and pair[1][0] in ("prepared",
+                                                                              "aborted")):
             return f": {pair!r} is not an [instance, vote] pair"
     return None
 
@@ -1060,6 +1099,8 @@ def check_record(r: Any) -> None:
                 else ": a one-phase commit without its start timestamp and coordinator"
         elif t in ("ACCEPT", "PROMISE"):
             problem = _ballot_values(data)
+    if problem is None and t in _LISTS_OF_IDS:  # (fields a type does not declare are ignored)
+        problem = _items(data, "participants", _ID) or _items(data, "reads", str)
     if problem is not None:
         raise CorruptLog(f"WAL record LSN {r.lsn} ({t}){problem}: {_NOT_OURS}")
 
@@ -1100,6 +1141,12 @@ def check_checkpoint(ck: Any) -> None:
                     and type(row[1]) is int):
                 raise CorruptLog(f"{what}: the outcome of {tx} is malformed")
         optional("horizon")
+        for part in ("prepared", "decided", "begun"):  # last: what was checked before goes first
+            for tx, rec in ck.get(part, {}).items():
+                problem = _items(rec, "participants", _ID) or (
+                    _items(rec, "reads", str) if part == "prepared" else None)
+                if problem:
+                    raise CorruptLog(f"{what}: {part} {tx}{problem}")
     except CorruptLog as e:
         raise CorruptLog(f"{e}: it passes its checksum but kvlab did not write it. Restore it "
                          f"from a backup, or delete the node's data directory.") from None

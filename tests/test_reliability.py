@@ -592,3 +592,52 @@ def test_memory_is_flat_over_many_transactions_with_trace_and_history_off():
     assert blocks[2] - blocks[1] < 3000, blocks
     with pytest.raises(kvlab.TransactionNotFound, match="forgotten"):
         c["n1"].outcome("T1")
+
+
+@pytest.mark.parametrize("type_, data, problem", [
+    ("DECISION", {"tx": "T1", "commit_ts": 4, "participants": ["n1", {}]},
+     "its participants are not all node ids"),
+    ("BEGIN", {"tx": "T1", "start_ts": 3, "participants": [True]},
+     "its participants are not all node ids"),
+    ("PREPARE", {**PREPARED_RECORD, "reads": ["x", []]}, "its reads are not all keys"),
+    ("ACCEPT", {"tx": "T1", "start_ts": 3, "ballot": [0, "n1"], "values": [[{}, ["prepared"]]]},
+     "is not an [instance, vote] pair"),
+])
+def test_a_list_of_node_ids_or_keys_holds_only_those(type_, data, problem):
+    # its elements were not checked: replay put them in sets and failed with a TypeError
+    from kvlab.node import NodeConfig, NodeCore, Recover, check_record
+    from kvlab.wal import LogRecord
+
+    with pytest.raises(kvlab.CorruptLog, match=re.escape(problem)):
+        check_record(LogRecord(5, type_, data))
+    for protocol in ("2pc", "cooperative", "paxos"):
+        core = NodeCore("n1", NodeConfig(NODES, commit_protocol=protocol))
+        with pytest.raises(kvlab.CorruptLog, match=re.escape(problem)):
+            core.handle(Recover(None, [LogRecord(1, type_, data)], 0))
+
+
+def test_a_log_that_recovery_acts_on_must_name_this_clusters_nodes(tmp_path):
+    # n2 is prepared and in doubt about T1, whose coordinator n1 crashed: opened as a cluster
+    # without n1, recovery would ask a node that does not exist (under Paxos Commit, rank
+    # its ballots: a ValueError). Finished transactions naming n1 do not matter.
+    c = kvlab.Cluster(NODES, data_dir=tmp_path)
+    n1 = c["n1"]
+    done = n1.begin()
+    n1.put(done, "y", 1)
+    assert n1.commit(done)
+    t = n1.begin()
+    n1.put(t, "x", 1)
+    n1.commit_async(t)
+    step_until(c, lambda: c.states().get(("n2", "participant", t)) == PREPARED)
+    c.crash("n1")
+    c.close()
+    with pytest.raises(kvlab.CorruptLog, match=rf"PREPARE record of {t}, which recovery acts "
+                                               rf"on, names n1, not a node of this cluster "
+                                               rf"\(n2, n3, n4\).*Open the data directory with "
+                                               rf"the node ids"):
+        kvlab.Cluster(["n2", "n3", "n4"], data_dir=tmp_path)
+    again = kvlab.Cluster(NODES, data_dir=tmp_path)  # with its own nodes it opens, and ends T2
+    again.run()
+    assert not [k for k, state in again.states().items() if t in k and state == PREPARED]
+    assert again["n1"].outcome(done).status == "committed"
+    again.close()
