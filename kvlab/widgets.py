@@ -32,6 +32,7 @@ from typing import Any
 
 import ipywidgets as widgets
 
+from kvlab.batching import txs as batch_txs
 from kvlab.cluster import Cluster, CommitHandle
 from kvlab.errors import KvlabError
 from kvlab.node import ISOLATION_LEVELS
@@ -187,6 +188,11 @@ def _box(title: str, summary: str, body: str, note: str = "") -> str:
             + "".join(parts) + "</div>")
 
 
+def _for(tx: Any, txs: Any) -> str:
+    """A title's transaction: `` T1``, or a batch's `` (T1 T2)``, or nothing."""
+    return f" {tx}" if tx else f" ({' '.join(txs)})" if txs else ""
+
+
 def message_summary(kind: str, src: Any, dst: Any, tx: Any, body: dict[str, Any]) -> str:
     """What a message says, in one sentence."""
     b = body
@@ -209,12 +215,17 @@ def message_summary(kind: str, src: Any, dst: Any, tx: Any, body: dict[str, Any]
         "MAY_FORGET": f"{src}'s acceptor still holds {tx} and asks its coordinator {dst} "
                       f"whether it may forget it",
         "NOT_YET": f"{src} is still at work on {tx}: LEARNED will follow, so {dst} stops asking",
+        "BATCH": f"{src} sends {dst} "
+                 + (f"{len(b['messages'])} messages in one: "
+                    + ", ".join(f"{k} {t or ''}".rstrip() for k, t, _ in b["messages"])
+                    if b.get("messages") else "several messages in one")
+                 + " (kvlab.batching: delivered in order, in one go)",
     }.get(kind, "")
 
 
 def message_html(msg_id: int, msg: Any, status: str) -> str:
     """A message as an HTML panel: kind, route, a sentence, and its body field by field."""
-    title = f"#{msg_id} {msg.src} → {msg.dst} {msg.kind}" + (f" {msg.tx}" if msg.tx else "")
+    title = f"#{msg_id} {msg.src} → {msg.dst} {msg.kind}" + _for(msg.tx, batch_txs(msg))
     return _box(title, message_summary(msg.kind, msg.src, msg.dst, msg.tx, msg.body),
                 _rows(dict(msg.body)), status)
 
@@ -914,13 +925,13 @@ class ClusterExplorer:
             if msg is not None and msg.kind == d.get("kind") and msg.src == d.get("src") \
                     and msg.dst == d.get("dst"):
                 return message_html(d["id"], msg, note)
-            route = f"#{d['id']} {d['src']} → {d['dst']} {d['kind']}" + (
-                f" {d['tx']}" if d.get("tx") else "")
+            route = f"#{d['id']} {d['src']} → {d['dst']} {d['kind']}" + _for(e.tx, e.txs)
             body = d.get("body") or {}
             summary = message_summary(d["kind"], d["src"], d["dst"], d.get("tx"), body)
             return _box(route, summary, _rows(body) if body else
                         "<div style='color:#555'>body not seen: the message was sent and "
-                        "answered within one call</div>", note)
+                        + ("delivered" if d["kind"] == "BATCH" else "answered")
+                        + " within one call</div>", note)
         if e.kind == "wal":
             return self._wal_panel(e)
         if e.kind == "flush":
@@ -939,8 +950,7 @@ class ClusterExplorer:
                 rec = next((r for r in wal.durable()[1] if r.lsn == d["lsn"]), None)
             except KvlabError:
                 rec = None
-        title = f"{e.node} log · lsn {d['lsn']} {d['type']}" + (f" {d['tx']}" if d.get("tx")
-                                                               else "")
+        title = f"{e.node} log · lsn {d['lsn']} {d['type']}" + _for(e.tx, e.txs)
         if rec is None or rec.type != d["type"] or rec.data.get("tx") != d.get("tx"):
             return _box(title, "", _rows({"tx": d.get("tx"), "force": d.get("force")}),
                         "no longer in the log: lost in a crash or covered by a checkpoint")

@@ -566,3 +566,16 @@ def test_the_legend_wraps_between_entries_never_between_a_swatch_and_its_name():
                          page)
     assert set(st.KIND_COLORS) <= set(entries)
     assert "ring: coordinating" in entries and "grey: crashed" in entries
+
+
+def test_a_batch_message_says_what_it_carries_and_for_whom():
+    from kvlab.batching import pack
+    from kvlab.messages import PREPARE, TS_REQUEST, TSO, Message
+    from kvlab.widgets import message_html, message_summary
+
+    inside = [Message("n1", "n2", PREPARE, "T1", {}), Message("n1", "n2", PREPARE, "T2", {}),
+              Message("n1", TSO, TS_REQUEST, None, {})]
+    batch = pack("n1", "n2", inside)
+    assert message_summary(batch.kind, "n1", "n2", None, batch.body).startswith(
+        "n1 sends n2 3 messages in one: PREPARE T1, PREPARE T2, TS_REQUEST")
+    assert "#9 n1 → n2 BATCH (T1 T2)" in message_html(9, batch, "in flight")
