@@ -105,10 +105,9 @@ def txs(msg: Message) -> tuple[str, ...] | None:
 
 
 def record_txs(data: dict[str, Any]) -> tuple[str, ...] | None:
-    """The transactions the records inside a BATCH record (its ``data``) belong to, in order."""
-    found = (r[1].get("tx") for r in data.get("records", ())
-             if isinstance(r, (list, tuple)) and len(r) == 2 and isinstance(r[1], dict))
-    return tuple(dict.fromkeys(tx for tx in found if isinstance(tx, str))) or None
+    """The transactions the records inside a BATCH record (its ``data``, as
+    :func:`one_record` made it) belong to, in order."""
+    return tuple(dict.fromkeys(d["tx"] for _t, d in data["records"] if d.get("tx"))) or None
 
 
 def unpack(msg: Message) -> list[Message]:

@@ -838,10 +838,11 @@ class NodeCore:
         transactions a log names do not matter."""
         known = set(self.nodes)
         for tx, t, data in live:  # (only the fields each type declares: others are ignored)
-            named = set(data.get("participants") or ()) if t not in _BALLOTS else set()
-            if t != "DECISION" and t != "BEGIN" and "coordinator" in data:
+            declared = _DECLARED[t]
+            named = set(data.get("participants") or ()) if "participants" in declared else set()
+            if "coordinator" in declared and "coordinator" in data:
                 named.add(data["coordinator"])
-            if t in _BALLOTS:
+            if "ballot" in declared:
                 named.add(data["ballot"][1])
                 named.update(pair[0] for pair in data.get("values", ()))
             if not named <= known:
@@ -915,7 +916,7 @@ class NodeCore:
                             + [(tx, "DECISION", d) for tx, d in decided.items()]
                             + [(tx, "BEGIN", d) for tx, d in begun.items()]
                             + [(r.data["tx"], r.type, r.data) for r in records
-                               if r.type in _BALLOTS])
+                               if "ballot" in _DECLARED[r.type]])
         for rec in prepared.values():
             self.max_ts = max(self.max_ts, rec["start_ts"])
         out = Outputs()
@@ -964,8 +965,6 @@ def check_span(start: Any, end: Any) -> Span:
 # -- what kvlab writes to its log, checked before replay --------------------------------------
 _ID = (str, int)
 _KIND_NAMES = {_ID: "node ids", str: "keys"}
-_LISTS_OF_IDS = ("PREPARE", "DECISION", "BEGIN")  # the records with participants (PREPARE: reads)
-_BALLOTS = ("ACCEPT", "PROMISE")  # the records with a ballot (and a coordinator, optional)
 RECORD_FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "PREPARE": {"tx": str, "coordinator": _ID, "start_ts": int, "writes": dict, "reads": list},
     "COMMIT": {"tx": str, "commit_ts": int},
@@ -989,6 +988,8 @@ OPTIONAL_FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "ACCEPT": {"coordinator": _ID},
     "PROMISE": {"coordinator": _ID},
 }
+# every field a record type may have (required or optional), by type
+_DECLARED = {t: {**spec, **OPTIONAL_FIELDS.get(t, {})} for t, spec in RECORD_FIELDS.items()}
 CHECKPOINT_FIELDS: dict[str, type | tuple[type, ...]] = {
     "store": dict, "watermark": int, "prepared": dict, "decided": dict, "max_ts": int}
 # what recovery reads from a checkpoint with a default (begun: Paxos Commit only): checked when
@@ -1099,7 +1100,7 @@ def check_record(r: Any) -> None:
                 else ": a one-phase commit without its start timestamp and coordinator"
         elif t in ("ACCEPT", "PROMISE"):
             problem = _ballot_values(data)
-    if problem is None and t in _LISTS_OF_IDS:  # (fields a type does not declare are ignored)
+    if problem is None and "participants" in _DECLARED[t]:  # its lists of node ids and keys
         problem = _items(data, "participants", _ID) or _items(data, "reads", str)
     if problem is not None:
         raise CorruptLog(f"WAL record LSN {r.lsn} ({t}){problem}: {_NOT_OURS}")
